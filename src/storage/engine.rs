@@ -1,0 +1,517 @@
+//! The engine handle: options, the write path with group commit, the read path, and stats.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::error::{Result, StorageError};
+use super::keydir::{Entry, KeyBytes, Keydir};
+use super::merge::MergeReport;
+use super::record::{self, FORMAT_MAX_VALUE_LEN, HEADER_LEN, MAX_KEY_LEN};
+use super::recovery::{self, RecoveryReport};
+use super::segment::{data_path, sync_dir, Segment};
+
+/// When a write is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// fsync before `put`/`delete` returns; concurrent writers share fsyncs (group commit).
+    Always,
+    /// fsync from a background thread at this period; a crash loses at most that much.
+    Interval(Duration),
+    /// Never fsync explicitly; the operating system writes back when it likes.
+    None,
+}
+
+/// When merge runs by itself: after a segment is sealed, if the sealed segments hold at least
+/// `min_dead_bytes` of dead records making up at least `dead_ratio` of their bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MergeTrigger {
+    pub dead_ratio: f64,
+    pub min_dead_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub sync: SyncPolicy,
+    /// Largest value accepted by `put`.
+    pub max_value_bytes: usize,
+    /// A segment is sealed once the next record would take it past this size.
+    pub max_segment_bytes: u64,
+    /// `None` runs merge only when asked.
+    pub merge_trigger: Option<MergeTrigger>,
+}
+
+/// Offsets in the keydir are `u32`, so a segment must stay well under 4 GiB.
+const MAX_SEGMENT_BYTES_LIMIT: u64 = 2 * 1024 * 1024 * 1024;
+/// A reader that loses the race with a merge retries its lookup this many times.
+const READ_RETRIES: usize = 8;
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sync: SyncPolicy::Always,
+            max_value_bytes: 1024 * 1024,
+            max_segment_bytes: 64 * 1024 * 1024,
+            merge_trigger: Some(MergeTrigger {
+                dead_ratio: 0.5,
+                min_dead_bytes: 16 * 1024 * 1024,
+            }),
+        }
+    }
+}
+
+impl Options {
+    fn validate(&self) -> Result<()> {
+        if self.max_value_bytes > FORMAT_MAX_VALUE_LEN {
+            return Err(StorageError::BadOption(format!(
+                "max_value_bytes must be at most {FORMAT_MAX_VALUE_LEN}"
+            )));
+        }
+        if self.max_segment_bytes == 0 || self.max_segment_bytes > MAX_SEGMENT_BYTES_LIMIT {
+            return Err(StorageError::BadOption(format!(
+                "max_segment_bytes must be between 1 and {MAX_SEGMENT_BYTES_LIMIT}"
+            )));
+        }
+        if let Some(t) = self.merge_trigger {
+            if !(t.dead_ratio > 0.0 && t.dead_ratio <= 1.0) {
+                return Err(StorageError::BadOption(
+                    "merge dead_ratio must be in (0, 1]".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts for operators and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub keys: u64,
+    pub live_bytes: u64,
+    pub dead_bytes: u64,
+    pub segments: u64,
+}
+
+/// The segment being appended to.
+pub(super) struct Writer {
+    pub segment: Arc<Segment>,
+    pub offset: u64,
+    pub next_seq: u64,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new(segment: Arc<Segment>, next_seq: u64) -> Self {
+        Writer {
+            segment,
+            offset: 0,
+            next_seq,
+            buf: Vec::new(),
+        }
+    }
+}
+
+pub(super) struct Inner {
+    pub dir: PathBuf,
+    pub options: Options,
+    pub keydir: Keydir,
+    pub segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    /// Lock order: `writer` before `segments`; merge never takes `writer` while holding
+    /// `segments`.
+    pub writer: Mutex<Writer>,
+    /// Highest sequence number known to be fsynced; its mutex is held across the fsync so
+    /// that waiting writers queue behind it and then find themselves covered.
+    synced_seq: Mutex<u64>,
+    pub merge_lock: Mutex<()>,
+    pub next_segment_id: AtomicU32,
+    failed: AtomicBool,
+    pub recovery: RecoveryReport,
+    /// Holds the directory's `flock` for as long as the engine lives.
+    _lock: File,
+}
+
+/// A handle to an open engine; clones share it. All methods block on disk I/O, so async
+/// callers run them on a blocking thread.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the engine in `dir`, recovering whatever a crash left there.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Storage> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        let lock = File::create(dir.join("LOCK"))?;
+        if lock.try_lock().is_err() {
+            return Err(StorageError::Locked(dir));
+        }
+        let recovered = recovery::recover(&dir)?;
+        let active_id = recovered.next_segment_id;
+        let active = Arc::new(Segment::create(&data_path(&dir, active_id), active_id)?);
+        sync_dir(&dir)?;
+        let mut segments = recovered.segments;
+        segments.insert(active_id, active.clone());
+        let inner = Arc::new(Inner {
+            dir,
+            keydir: recovered.keydir,
+            segments: RwLock::new(segments),
+            writer: Mutex::new(Writer::new(active, recovered.next_seq)),
+            synced_seq: Mutex::new(recovered.next_seq.saturating_sub(1)),
+            merge_lock: Mutex::new(()),
+            next_segment_id: AtomicU32::new(active_id + 1),
+            failed: AtomicBool::new(false),
+            recovery: recovered.report,
+            options,
+            _lock: lock,
+        });
+        if let SyncPolicy::Interval(period) = inner.options.sync {
+            spawn_interval_sync(Arc::downgrade(&inner), period);
+        }
+        Ok(Storage { inner })
+    }
+
+    /// What open found and repaired.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        for _ in 0..READ_RETRIES {
+            let Some(entry) = self.inner.keydir.get(key).map(|e| *e) else {
+                return Ok(None);
+            };
+            // A merge may have retired the segment between the two lookups; look again.
+            let Some(segment) = self.inner.segment(entry.segment) else {
+                continue;
+            };
+            return read_value(&segment, &entry, key).map(Some);
+        }
+        Err(StorageError::Io(std::io::Error::other(
+            "key kept moving under concurrent merges",
+        )))
+    }
+
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_key(key)?;
+        if value.len() > self.inner.options.max_value_bytes {
+            return Err(StorageError::ValueTooLarge {
+                len: value.len(),
+                max: self.inner.options.max_value_bytes,
+            });
+        }
+        self.write(key, value, false)
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        check_key(key)?;
+        if !self.inner.keydir.contains_key(key) {
+            return Ok(false);
+        }
+        self.write(key, &[], true)?;
+        Ok(true)
+    }
+
+    /// Makes every write so far durable, whatever the sync policy.
+    pub fn sync(&self) -> Result<()> {
+        let last = self.inner.writer.lock().next_seq.saturating_sub(1);
+        self.inner.wait_durable(last)
+    }
+
+    /// A snapshot of the live keys, in no particular order.
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        self.inner
+            .keydir
+            .iter()
+            .map(|e| e.key().as_slice().to_vec())
+            .collect()
+    }
+
+    /// Every live key with its value, from a snapshot of the keys: a key deleted while the
+    /// iteration runs is skipped, a key written meanwhile shows its newest value.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_ {
+        self.keys()
+            .into_iter()
+            .filter_map(|key| match self.get(&key) {
+                Ok(Some(value)) => Some(Ok((key, value))),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            })
+    }
+
+    pub fn stats(&self) -> Stats {
+        let segments = self.inner.segments.read();
+        let (total, dead) = segments.values().fold((0, 0), |(t, d), s| {
+            (t + s.total_bytes(), d + s.dead_bytes())
+        });
+        Stats {
+            keys: self.inner.keydir.len() as u64,
+            live_bytes: total.saturating_sub(dead),
+            dead_bytes: dead,
+            segments: segments.len() as u64,
+        }
+    }
+
+    /// Ids of all segments, the active one included, ascending.
+    pub fn segment_ids(&self) -> Vec<u32> {
+        self.inner.segments.read().keys().copied().collect()
+    }
+
+    /// Merges every sealed segment, sealing the active one first so that all data is covered.
+    pub fn merge(&self) -> Result<MergeReport> {
+        self.inner.seal_active()?;
+        let sealed = self.inner.sealed_ids();
+        self.merge_segments(&sealed)
+    }
+
+    /// Merges the given sealed segments (the active one and unknown ids are ignored).
+    pub fn merge_segments(&self, ids: &[u32]) -> Result<MergeReport> {
+        self.inner
+            .merge(ids, &mut |_| std::ops::ControlFlow::Continue(()))
+    }
+
+    #[cfg(test)]
+    pub(super) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    fn write(&self, key: &[u8], value: &[u8], tombstone: bool) -> Result<()> {
+        let (seq, sealed) = self.inner.append(key, value, tombstone)?;
+        if self.inner.options.sync == SyncPolicy::Always {
+            self.inner.wait_durable(seq)?;
+        }
+        if sealed {
+            self.maybe_spawn_merge();
+        }
+        Ok(())
+    }
+
+    fn maybe_spawn_merge(&self) {
+        let Some(trigger) = self.inner.options.merge_trigger else {
+            return;
+        };
+        if !self.inner.merge_due(trigger) || self.inner.merge_lock.is_locked() {
+            return;
+        }
+        let inner = self.inner.clone();
+        let spawned = thread::Builder::new()
+            .name("storage-merge".into())
+            .spawn(move || {
+                let sealed = inner.sealed_ids();
+                match inner.merge(&sealed, &mut |_| std::ops::ControlFlow::Continue(())) {
+                    Ok(report) => tracing::info!(dir = %inner.dir.display(), ?report, "merge done"),
+                    Err(e) => {
+                        tracing::warn!(dir = %inner.dir.display(), error = %e, "merge failed")
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start a merge thread");
+        }
+    }
+}
+
+impl Inner {
+    pub fn segment(&self, id: u32) -> Option<Arc<Segment>> {
+        self.segments.read().get(&id).cloned()
+    }
+
+    pub fn active_id(&self) -> u32 {
+        self.writer.lock().segment.id
+    }
+
+    pub fn sealed_ids(&self) -> Vec<u32> {
+        let active = self.active_id();
+        self.segments
+            .read()
+            .keys()
+            .copied()
+            .filter(|&id| id != active)
+            .collect()
+    }
+
+    /// Counts a superseded record as dead in whichever segment holds it.
+    pub fn mark_dead(&self, entry: &Entry) {
+        if let Some(segment) = self.segment(entry.segment) {
+            segment.add_dead(u64::from(entry.len));
+        }
+    }
+
+    /// Appends one record and points the keydir at it. Returns its sequence number and
+    /// whether a segment was sealed to make room.
+    fn append(&self, key: &[u8], value: &[u8], tombstone: bool) -> Result<(u64, bool)> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StorageError::Failed);
+        }
+        let len = (HEADER_LEN + key.len() + value.len()) as u64;
+        let mut w = self.writer.lock();
+        let sealed = w.offset > 0 && w.offset + len > self.options.max_segment_bytes;
+        if sealed {
+            self.rotate(&mut w)?;
+        }
+        let seq = w.next_seq;
+        let mut buf = std::mem::take(&mut w.buf);
+        record::encode_into(&mut buf, seq, tombstone, key, value);
+        let written = w.segment.file.write_all_at(&buf, w.offset);
+        w.buf = buf;
+        if let Err(e) = written {
+            // Cut any partial append so the next record does not follow garbage.
+            if w.segment.file.set_len(w.offset).is_err() {
+                self.failed.store(true, Ordering::Release);
+            }
+            return Err(e.into());
+        }
+        let entry = Entry {
+            seq,
+            segment: w.segment.id,
+            offset: w.offset as u32,
+            len: len as u32,
+        };
+        w.next_seq += 1;
+        w.offset += len;
+        w.segment.add_total(len);
+        if tombstone {
+            w.segment.add_dead(len);
+            if let Some((_, old)) = self.keydir.remove(key) {
+                self.mark_dead(&old);
+            }
+        } else if let Some(old) = self.keydir.insert(KeyBytes::new(key), entry) {
+            self.mark_dead(&old);
+        }
+        Ok((seq, sealed))
+    }
+
+    /// Seals the active segment and starts a new one. Called with the writer lock held.
+    fn rotate(&self, w: &mut Writer) -> Result<()> {
+        if self.options.sync != SyncPolicy::None {
+            if let Err(e) = w.segment.file.sync_data() {
+                self.failed.store(true, Ordering::Release);
+                return Err(e.into());
+            }
+        }
+        let id = self.next_segment_id.fetch_add(1, Ordering::Relaxed);
+        let segment = Arc::new(Segment::create(&data_path(&self.dir, id), id)?);
+        sync_dir(&self.dir)?;
+        self.segments.write().insert(id, segment.clone());
+        w.segment = segment;
+        w.offset = 0;
+        Ok(())
+    }
+
+    /// Seals the active segment if it holds anything, so a merge can cover all data.
+    pub fn seal_active(&self) -> Result<()> {
+        let mut w = self.writer.lock();
+        if w.offset > 0 {
+            self.rotate(&mut w)?;
+        }
+        Ok(())
+    }
+
+    /// Returns once the record with sequence number `seq` is fsynced. Group commit: whoever
+    /// holds `synced_seq` fsyncs everything appended so far; the writers queued behind it find
+    /// their records covered and return without an fsync of their own.
+    fn wait_durable(&self, seq: u64) -> Result<()> {
+        let mut synced = self.synced_seq.lock();
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StorageError::Failed);
+        }
+        if *synced >= seq {
+            return Ok(());
+        }
+        // Sealed segments were fsynced when sealed, so syncing the active one covers all.
+        let (segment, last) = {
+            let w = self.writer.lock();
+            (w.segment.clone(), w.next_seq.saturating_sub(1))
+        };
+        if let Err(e) = segment.file.sync_data() {
+            self.failed.store(true, Ordering::Release);
+            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; refusing writes");
+            return Err(e.into());
+        }
+        *synced = last;
+        Ok(())
+    }
+
+    fn merge_due(&self, trigger: MergeTrigger) -> bool {
+        let active = self.active_id();
+        let segments = self.segments.read();
+        let (total, dead) = segments
+            .values()
+            .filter(|s| s.id != active)
+            .fold((0u64, 0u64), |(t, d), s| {
+                (t + s.total_bytes(), d + s.dead_bytes())
+            });
+        dead >= trigger.min_dead_bytes
+            && total > 0
+            && dead as f64 >= trigger.dead_ratio * total as f64
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A clean close leaves nothing unsynced, whatever the policy.
+        let w = self.writer.get_mut();
+        if let Err(e) = w.segment.file.sync_data() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "final fsync failed");
+        }
+    }
+}
+
+fn spawn_interval_sync(inner: Weak<Inner>, period: Duration) {
+    let spawned = thread::Builder::new()
+        .name("storage-sync".into())
+        .spawn(move || loop {
+            thread::sleep(period);
+            let Some(inner) = inner.upgrade() else { return };
+            let last = inner.writer.lock().next_seq.saturating_sub(1);
+            if let Err(e) = inner.wait_durable(last) {
+                tracing::error!(error = %e, "interval fsync failed");
+                return;
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the interval fsync thread");
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(StorageError::BadKey {
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Reads and verifies one record; the value is returned only if the whole record checks out
+/// and is the one the keydir expects.
+fn read_value(segment: &Segment, entry: &Entry, key: &[u8]) -> Result<Vec<u8>> {
+    let mut buf = vec![0; entry.len as usize];
+    segment.read_exact_at(&mut buf, u64::from(entry.offset))?;
+    match record::parse(&buf) {
+        Ok(rec) if rec.key == key && rec.seq == entry.seq && !rec.tombstone => {
+            Ok(rec.value.to_vec())
+        }
+        _ => {
+            tracing::error!(
+                segment = entry.segment,
+                offset = entry.offset,
+                "corrupt record on read; not served"
+            );
+            Err(StorageError::Corrupt {
+                segment: entry.segment,
+                offset: entry.offset,
+            })
+        }
+    }
+}
