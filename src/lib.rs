@@ -3,5 +3,7 @@
 //! # Layout
 //! Data flows one way, top to bottom; each module's doc says what it owns.
 //! - [`storage`]: the local, durable Bitcask-style log of one node.
+//! - [`bench`]: built-in load generators behind `quorumkv bench`.
 
+pub mod bench;
 pub mod storage;

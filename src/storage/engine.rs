@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::error::{Result, StorageError};
 use super::keydir::{Entry, KeyBytes, Keydir};
@@ -118,6 +118,12 @@ impl Writer {
     }
 }
 
+struct SyncState {
+    /// Highest sequence number known to be fsynced.
+    synced_seq: u64,
+    syncing: bool,
+}
+
 pub(super) struct Inner {
     pub dir: PathBuf,
     pub options: Options,
@@ -126,9 +132,10 @@ pub(super) struct Inner {
     /// Lock order: `writer` before `segments`; merge never takes `writer` while holding
     /// `segments`.
     pub writer: Mutex<Writer>,
-    /// Highest sequence number known to be fsynced; its mutex is held across the fsync so
-    /// that waiting writers queue behind it and then find themselves covered.
-    synced_seq: Mutex<u64>,
+    /// Group commit: what is fsynced, whether a leader is fsyncing, and the wake-up for the
+    /// writers waiting on it.
+    sync_state: Mutex<SyncState>,
+    synced: Condvar,
     pub merge_lock: Mutex<()>,
     pub next_segment_id: AtomicU32,
     failed: AtomicBool,
@@ -165,7 +172,11 @@ impl Storage {
             keydir: recovered.keydir,
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer::new(active, recovered.next_seq)),
-            synced_seq: Mutex::new(recovered.next_seq.saturating_sub(1)),
+            sync_state: Mutex::new(SyncState {
+                synced_seq: recovered.next_seq.saturating_sub(1),
+                syncing: false,
+            }),
+            synced: Condvar::new(),
             merge_lock: Mutex::new(()),
             next_segment_id: AtomicU32::new(active_id + 1),
             failed: AtomicBool::new(false),
@@ -371,7 +382,6 @@ impl Inner {
             return Err(e.into());
         }
         let entry = Entry {
-            seq,
             segment: w.segment.id,
             offset: w.offset as u32,
             len: len as u32,
@@ -416,28 +426,41 @@ impl Inner {
         Ok(())
     }
 
-    /// Returns once the record with sequence number `seq` is fsynced. Group commit: whoever
-    /// holds `synced_seq` fsyncs everything appended so far; the writers queued behind it find
-    /// their records covered and return without an fsync of their own.
+    /// Returns once the record with sequence number `seq` is fsynced. Group commit: one writer
+    /// at a time leads, fsyncing everything appended so far; the others sleep until a leader's
+    /// fsync covers their record, and only those still uncovered elect the next leader.
     fn wait_durable(&self, seq: u64) -> Result<()> {
-        let mut synced = self.synced_seq.lock();
-        if self.failed.load(Ordering::Acquire) {
-            return Err(StorageError::Failed);
+        let mut state = self.sync_state.lock();
+        loop {
+            if self.failed.load(Ordering::Acquire) {
+                return Err(StorageError::Failed);
+            }
+            if state.synced_seq >= seq {
+                return Ok(());
+            }
+            if !state.syncing {
+                break;
+            }
+            self.synced.wait(&mut state);
         }
-        if *synced >= seq {
-            return Ok(());
-        }
+        state.syncing = true;
+        drop(state);
         // Sealed segments were fsynced when sealed, so syncing the active one covers all.
         let (segment, last) = {
             let w = self.writer.lock();
             (w.segment.clone(), w.next_seq.saturating_sub(1))
         };
-        if let Err(e) = segment.file.sync_data() {
+        let outcome = segment.file.sync_data();
+        let mut state = self.sync_state.lock();
+        state.syncing = false;
+        if let Err(e) = outcome {
             self.failed.store(true, Ordering::Release);
             tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; refusing writes");
+            self.synced.notify_all();
             return Err(e.into());
         }
-        *synced = last;
+        state.synced_seq = state.synced_seq.max(last);
+        self.synced.notify_all();
         Ok(())
     }
 
@@ -499,9 +522,7 @@ fn read_value(segment: &Segment, entry: &Entry, key: &[u8]) -> Result<Vec<u8>> {
     let mut buf = vec![0; entry.len as usize];
     segment.read_exact_at(&mut buf, u64::from(entry.offset))?;
     match record::parse(&buf) {
-        Ok(rec) if rec.key == key && rec.seq == entry.seq && !rec.tombstone => {
-            Ok(rec.value.to_vec())
-        }
+        Ok(rec) if rec.key == key && !rec.tombstone => Ok(rec.value.to_vec()),
         _ => {
             tracing::error!(
                 segment = entry.segment,

@@ -1,7 +1,9 @@
 //! The in-memory index: every live key → where its newest record lies.
 //!
 //! Sized for millions of keys: a key of up to [`INLINE_KEY_LEN`] bytes lives inside the map's
-//! slot with no heap allocation of its own, and an entry is 24 bytes.
+//! slot with no heap allocation of its own, and a whole slot (key and entry) is 40 bytes.
+//! Sequence numbers are deliberately not kept here: only recovery needs them, and it reads
+//! them from the records themselves.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
@@ -11,11 +13,9 @@ use dashmap::DashMap;
 /// Keys up to this length are stored inline in the map slot.
 pub const INLINE_KEY_LEN: usize = 22;
 
-/// Where the newest record of a key is, and its sequence number (which orders records across
-/// segments during recovery and merge).
+/// Where the newest record of a key is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
-    pub seq: u64,
     pub segment: u32,
     pub offset: u32,
     pub len: u32,
@@ -93,7 +93,7 @@ mod tests {
     #[test]
     fn slot_stays_small() {
         assert_eq!(std::mem::size_of::<KeyBytes>(), 24);
-        assert_eq!(std::mem::size_of::<Entry>(), 24);
+        assert_eq!(std::mem::size_of::<(KeyBytes, Entry)>(), 40);
     }
 
     #[test]
@@ -102,7 +102,6 @@ mod tests {
         let short = b"short".to_vec();
         let long = vec![7u8; 100];
         let e = Entry {
-            seq: 1,
             segment: 2,
             offset: 3,
             len: 4,

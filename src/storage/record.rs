@@ -61,7 +61,7 @@ pub fn parse(buf: &[u8]) -> Result<Record<'_>, ParseError> {
         return Err(ParseError::Truncated);
     }
     let crc = u32_at(buf, 0);
-    let seq = u64::from_le_bytes(buf[4..12].try_into().map_err(|_| ParseError::Corrupt)?);
+    let seq = header_seq(buf);
     let flags = buf[12];
     let key_len = u32_at(buf, 13) as usize;
     let value_len = u32_at(buf, 17) as usize;
@@ -88,6 +88,13 @@ pub fn parse(buf: &[u8]) -> Result<Record<'_>, ParseError> {
         key,
         value: &buf[HEADER_LEN + key_len..total],
     })
+}
+
+/// The sequence number field of a header (which must be at least [`HEADER_LEN`] bytes).
+pub fn header_seq(header: &[u8]) -> u64 {
+    let mut b = [0; 8];
+    b.copy_from_slice(&header[4..12]);
+    u64::from_le_bytes(b)
 }
 
 /// The key a damaged record claims to have, when its header is at least plausible and its key

@@ -62,38 +62,55 @@ impl Loader {
         }
     }
 
-    fn apply(&mut self, segment: &Segment, key: &[u8], entry: Entry, tombstone: bool) {
-        self.max_seq = self.max_seq.max(Some(entry.seq));
+    /// The sequence number of a record already in the keydir, read back from its header: the
+    /// keydir does not keep it, and only a key seen twice during recovery needs it.
+    fn seq_of(&self, entry: &Entry) -> Result<u64> {
+        let segment = self.segments.get(&entry.segment).ok_or_else(|| {
+            std::io::Error::other(format!("keydir names unknown segment {}", entry.segment))
+        })?;
+        let mut header = [0; HEADER_LEN];
+        segment.read_exact_at(&mut header, u64::from(entry.offset))?;
+        Ok(record::header_seq(&header))
+    }
+
+    fn apply(
+        &mut self,
+        segment: &Segment,
+        key: &[u8],
+        entry: Entry,
+        seq: u64,
+        tombstone: bool,
+    ) -> Result<()> {
+        self.max_seq = self.max_seq.max(Some(seq));
         segment.add_total(u64::from(entry.len));
+        let existing = self.keydir.get(key).map(|e| *e);
+        let existing = match existing {
+            Some(e) => Some((e, self.seq_of(&e)?)),
+            None => None,
+        };
         if tombstone {
             segment.add_dead(u64::from(entry.len));
-            let newer_put = match self.keydir.get(key).map(|e| *e) {
-                Some(existing) if existing.seq > entry.seq => true,
-                Some(existing) => {
-                    self.keydir.remove(key);
-                    self.dead(&existing);
-                    false
-                }
-                None => false,
-            };
-            if !newer_put {
-                let t = self.tombstones.entry(key.to_vec()).or_insert(entry.seq);
-                *t = (*t).max(entry.seq);
+            if let Some((old, _)) = existing.filter(|&(_, s)| s < seq) {
+                self.keydir.remove(key);
+                self.dead(&old);
             }
-            return;
+            let t = self.tombstones.entry(key.to_vec()).or_insert(seq);
+            *t = (*t).max(seq);
+            return Ok(());
         }
-        let hidden = self.tombstones.get(key).is_some_and(|&t| t > entry.seq);
-        match self.keydir.get(key).map(|e| *e) {
+        let hidden = self.tombstones.get(key).is_some_and(|&t| t > seq);
+        match existing {
             _ if hidden => segment.add_dead(u64::from(entry.len)),
-            Some(existing) if existing.seq >= entry.seq => segment.add_dead(u64::from(entry.len)),
-            Some(existing) => {
-                self.dead(&existing);
+            Some((_, old_seq)) if old_seq >= seq => segment.add_dead(u64::from(entry.len)),
+            Some((old, _)) => {
+                self.dead(&old);
                 self.keydir.insert(KeyBytes::new(key), entry);
             }
             None => {
                 self.keydir.insert(KeyBytes::new(key), entry);
             }
         }
+        Ok(())
     }
 }
 
@@ -209,12 +226,11 @@ fn load_from_hint(dir: &Path, segment: &Segment, loader: &mut Loader) -> Result<
     };
     for e in entries {
         let entry = Entry {
-            seq: e.seq,
             segment: segment.id,
             offset: e.offset,
             len: e.len,
         };
-        loader.apply(segment, &e.key, entry, e.tombstone);
+        loader.apply(segment, &e.key, entry, e.seq, e.tombstone)?;
     }
     Ok(true)
 }
@@ -231,15 +247,18 @@ fn scan_segment(segment: &Segment, loader: &mut Loader, report: &mut RecoveryRep
     }
     let mut buf = vec![0; len as usize];
     segment.file.read_exact_at(&mut buf, 0)?;
+    let mut applied = Ok(());
     let outcome = record::scan(&buf, |offset, rec| {
         let entry = Entry {
-            seq: rec.seq,
             segment: segment.id,
             offset: offset as u32,
-            len: (HEADER_LEN + rec.key.len() + rec.value.len()) as u32,
+            len: rec.encoded_len() as u32,
         };
-        loader.apply(segment, rec.key, entry, rec.tombstone);
+        if applied.is_ok() {
+            applied = loader.apply(segment, rec.key, entry, rec.seq, rec.tombstone);
+        }
     });
+    applied?;
     for (offset, bytes) in outcome.skipped {
         segment.add_total(bytes);
         segment.add_dead(bytes);

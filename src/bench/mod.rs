@@ -1,0 +1,4 @@
+//! Built-in benchmarks (`quorumkv bench ...`): load generators that report measured figures.
+//! Speed is measured here, never asserted in tests.
+
+pub mod storage;
