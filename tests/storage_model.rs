@@ -252,3 +252,50 @@ fn concurrent_reads_and_writes_during_merges_lose_nothing() {
     drop(storage);
     assert_matches(&open(tmp.path(), &options), &expected, "after reopen");
 }
+
+#[test]
+fn every_acknowledged_async_write_survives_reopen() {
+    let options = Options {
+        sync: SyncPolicy::Always,
+        max_segment_bytes: 8 * 1024,
+        merge_trigger: None,
+        ..Options::default()
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let storage = open(tmp.path(), &options);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    let acknowledged: Vec<(Vec<u8>, Vec<u8>)> = runtime.block_on(async {
+        let tasks: Vec<_> = (0..32u32)
+            .map(|t| {
+                let storage = storage.clone();
+                tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    for i in 0..40u32 {
+                        let key = format!("t{t}-{i}").into_bytes();
+                        let value = versioned_value(&key, i);
+                        storage.put_async(&key, &value).await.expect("put_async");
+                        acked.push((key, value));
+                    }
+                    for i in (0..40u32).step_by(3) {
+                        let key = format!("t{t}-{i}").into_bytes();
+                        assert!(storage.delete_async(&key).await.expect("delete_async"));
+                        acked.retain(|(k, _)| *k != key);
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("task"));
+        }
+        all
+    });
+    drop(storage);
+    let expected: BTreeMap<Vec<u8>, Vec<u8>> = acknowledged.into_iter().collect();
+    assert_eq!(expected.len(), 32 * 26);
+    assert_matches(&open(tmp.path(), &options), &expected, "after reopen");
+}

@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Mutex, RwLock};
 
+use super::durability::Durability;
 use super::error::{Result, StorageError};
 use super::keydir::{Entry, KeyBytes, Keydir};
 use super::merge::MergeReport;
@@ -118,12 +119,6 @@ impl Writer {
     }
 }
 
-struct SyncState {
-    /// Highest sequence number known to be fsynced.
-    synced_seq: u64,
-    syncing: bool,
-}
-
 pub(super) struct Inner {
     pub dir: PathBuf,
     pub options: Options,
@@ -132,13 +127,9 @@ pub(super) struct Inner {
     /// Lock order: `writer` before `segments`; merge never takes `writer` while holding
     /// `segments`.
     pub writer: Mutex<Writer>,
-    /// Group commit: what is fsynced, whether a leader is fsyncing, and the wake-up for the
-    /// writers waiting on it.
-    sync_state: Mutex<SyncState>,
-    synced: Condvar,
+    durability: Arc<Durability>,
     pub merge_lock: Mutex<()>,
     pub next_segment_id: AtomicU32,
-    failed: AtomicBool,
     pub recovery: RecoveryReport,
     /// Holds the directory's `flock` for as long as the engine lives.
     _lock: File,
@@ -172,21 +163,14 @@ impl Storage {
             keydir: recovered.keydir,
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer::new(active, recovered.next_seq)),
-            sync_state: Mutex::new(SyncState {
-                synced_seq: recovered.next_seq.saturating_sub(1),
-                syncing: false,
-            }),
-            synced: Condvar::new(),
+            durability: Durability::new(recovered.next_seq.saturating_sub(1)),
             merge_lock: Mutex::new(()),
             next_segment_id: AtomicU32::new(active_id + 1),
-            failed: AtomicBool::new(false),
             recovery: recovered.report,
             options,
             _lock: lock,
         });
-        if let SyncPolicy::Interval(period) = inner.options.sync {
-            spawn_interval_sync(Arc::downgrade(&inner), period);
-        }
+        spawn_syncer(&inner)?;
         Ok(Storage { inner })
     }
 
@@ -212,6 +196,11 @@ impl Storage {
     }
 
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_put(key, value)?;
+        self.write(key, value, false)
+    }
+
+    fn check_put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         check_key(key)?;
         if value.len() > self.inner.options.max_value_bytes {
             return Err(StorageError::ValueTooLarge {
@@ -219,7 +208,7 @@ impl Storage {
                 max: self.inner.options.max_value_bytes,
             });
         }
-        self.write(key, value, false)
+        Ok(())
     }
 
     /// Deletes `key`; returns whether it existed.
@@ -235,7 +224,32 @@ impl Storage {
     /// Makes every write so far durable, whatever the sync policy.
     pub fn sync(&self) -> Result<()> {
         let last = self.inner.writer.lock().next_seq.saturating_sub(1);
-        self.inner.wait_durable(last)
+        self.inner.durability.wait(last)
+    }
+
+    /// `put` for async callers: the append is a write to the page cache, and the wait for
+    /// durability (under `sync = always`) parks the task instead of a thread, so many
+    /// concurrent writers share each fsync at no cost in threads.
+    pub async fn put_async(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_put(key, value)?;
+        let seq = self.append(key, value, false)?;
+        if self.inner.options.sync == SyncPolicy::Always {
+            self.inner.durability.wait_async(seq).await?;
+        }
+        Ok(())
+    }
+
+    /// `delete` for async callers; see [`Storage::put_async`].
+    pub async fn delete_async(&self, key: &[u8]) -> Result<bool> {
+        check_key(key)?;
+        if !self.inner.keydir.contains_key(key) {
+            return Ok(false);
+        }
+        let seq = self.append(key, &[], true)?;
+        if self.inner.options.sync == SyncPolicy::Always {
+            self.inner.durability.wait_async(seq).await?;
+        }
+        Ok(true)
     }
 
     /// A snapshot of the live keys, in no particular order.
@@ -296,14 +310,20 @@ impl Storage {
     }
 
     fn write(&self, key: &[u8], value: &[u8], tombstone: bool) -> Result<()> {
-        let (seq, sealed) = self.inner.append(key, value, tombstone)?;
+        let seq = self.append(key, value, tombstone)?;
         if self.inner.options.sync == SyncPolicy::Always {
-            self.inner.wait_durable(seq)?;
+            self.inner.durability.wait(seq)?;
         }
+        Ok(())
+    }
+
+    /// Appends a record, starting a merge if sealing a segment made one due.
+    fn append(&self, key: &[u8], value: &[u8], tombstone: bool) -> Result<u64> {
+        let (seq, sealed) = self.inner.append(key, value, tombstone)?;
         if sealed {
             self.maybe_spawn_merge();
         }
-        Ok(())
+        Ok(seq)
     }
 
     fn maybe_spawn_merge(&self) {
@@ -360,7 +380,7 @@ impl Inner {
     /// Appends one record and points the keydir at it. Returns its sequence number and
     /// whether a segment was sealed to make room.
     fn append(&self, key: &[u8], value: &[u8], tombstone: bool) -> Result<(u64, bool)> {
-        if self.failed.load(Ordering::Acquire) {
+        if self.durability.failed() {
             return Err(StorageError::Failed);
         }
         let len = (HEADER_LEN + key.len() + value.len()) as u64;
@@ -377,7 +397,7 @@ impl Inner {
         if let Err(e) = written {
             // Cut any partial append so the next record does not follow garbage.
             if w.segment.file.set_len(w.offset).is_err() {
-                self.failed.store(true, Ordering::Release);
+                self.durability.fail();
             }
             return Err(e.into());
         }
@@ -400,13 +420,13 @@ impl Inner {
         Ok((seq, sealed))
     }
 
-    /// Seals the active segment and starts a new one. Called with the writer lock held.
+    /// Seals the active segment and starts a new one. Called with the writer lock held. The
+    /// sealed segment is fsynced whatever the policy (once per segment is cheap), so the
+    /// syncer only ever has the active segment to cover.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
-        if self.options.sync != SyncPolicy::None {
-            if let Err(e) = w.segment.file.sync_data() {
-                self.failed.store(true, Ordering::Release);
-                return Err(e.into());
-            }
+        if let Err(e) = w.segment.file.sync_data() {
+            self.durability.fail();
+            return Err(e.into());
         }
         let id = self.next_segment_id.fetch_add(1, Ordering::Relaxed);
         let segment = Arc::new(Segment::create(&data_path(&self.dir, id), id)?);
@@ -423,44 +443,6 @@ impl Inner {
         if w.offset > 0 {
             self.rotate(&mut w)?;
         }
-        Ok(())
-    }
-
-    /// Returns once the record with sequence number `seq` is fsynced. Group commit: one writer
-    /// at a time leads, fsyncing everything appended so far; the others sleep until a leader's
-    /// fsync covers their record, and only those still uncovered elect the next leader.
-    fn wait_durable(&self, seq: u64) -> Result<()> {
-        let mut state = self.sync_state.lock();
-        loop {
-            if self.failed.load(Ordering::Acquire) {
-                return Err(StorageError::Failed);
-            }
-            if state.synced_seq >= seq {
-                return Ok(());
-            }
-            if !state.syncing {
-                break;
-            }
-            self.synced.wait(&mut state);
-        }
-        state.syncing = true;
-        drop(state);
-        // Sealed segments were fsynced when sealed, so syncing the active one covers all.
-        let (segment, last) = {
-            let w = self.writer.lock();
-            (w.segment.clone(), w.next_seq.saturating_sub(1))
-        };
-        let outcome = segment.file.sync_data();
-        let mut state = self.sync_state.lock();
-        state.syncing = false;
-        if let Err(e) = outcome {
-            self.failed.store(true, Ordering::Release);
-            tracing::error!(dir = %self.dir.display(), error = %e, "fsync failed; refusing writes");
-            self.synced.notify_all();
-            return Err(e.into());
-        }
-        state.synced_seq = state.synced_seq.max(last);
-        self.synced.notify_all();
         Ok(())
     }
 
@@ -481,6 +463,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.durability.shutdown();
         // A clean close leaves nothing unsynced, whatever the policy.
         let w = self.writer.get_mut();
         if let Err(e) = w.segment.file.sync_data() {
@@ -489,21 +472,24 @@ impl Drop for Inner {
     }
 }
 
-fn spawn_interval_sync(inner: Weak<Inner>, period: Duration) {
-    let spawned = thread::Builder::new()
+/// Starts the group-commit thread; it holds only a weak reference, so it ends with the engine.
+fn spawn_syncer(inner: &Arc<Inner>) -> Result<()> {
+    let durability = inner.durability.clone();
+    let period = match inner.options.sync {
+        SyncPolicy::Interval(period) => Some(period),
+        SyncPolicy::Always | SyncPolicy::None => None,
+    };
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    thread::Builder::new()
         .name("storage-sync".into())
-        .spawn(move || loop {
-            thread::sleep(period);
-            let Some(inner) = inner.upgrade() else { return };
-            let last = inner.writer.lock().next_seq.saturating_sub(1);
-            if let Err(e) = inner.wait_durable(last) {
-                tracing::error!(error = %e, "interval fsync failed");
-                return;
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "could not start the interval fsync thread");
-    }
+        .spawn(move || {
+            durability.run(period, || {
+                let inner = weak.upgrade()?;
+                let w = inner.writer.lock();
+                Some((w.segment.clone(), w.next_seq.saturating_sub(1)))
+            })
+        })?;
+    Ok(())
 }
 
 fn check_key(key: &[u8]) -> Result<()> {

@@ -52,12 +52,13 @@
 //! committed merge forward and discards an uncommitted one.
 //!
 //! # Durability
-//! [`SyncPolicy::Always`] fsyncs before a write returns, with group commit: a writer that finds
-//! an fsync in progress waits for it and then checks whether a later fsync already covered its
-//! record, so many concurrent writers share one fsync. [`SyncPolicy::Interval`] fsyncs from a
-//! background thread; [`SyncPolicy::None`] leaves it to the operating system. A sealed segment
-//! is fsynced when sealed (except under `None`).
+//! [`SyncPolicy::Always`] fsyncs before a write returns, with group commit: a syncer thread
+//! fsyncs everything appended so far while writers wait (blocking, or parked as async tasks
+//! with [`Storage::put_async`]), so every writer that queued during one fsync shares the next.
+//! [`SyncPolicy::Interval`] has the syncer fsync periodically; [`SyncPolicy::None`] leaves it to
+//! the operating system. Either way a segment is fsynced when it is sealed.
 
+mod durability;
 mod engine;
 mod error;
 mod hint;
