@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -129,17 +129,41 @@ pub(super) struct Inner {
     pub writer: Mutex<Writer>,
     durability: Arc<Durability>,
     pub merge_lock: Mutex<()>,
+    /// The automatic merge running in the background, if any.
+    merge_thread: Mutex<Option<JoinHandle<()>>>,
     pub next_segment_id: AtomicU32,
     pub recovery: RecoveryReport,
     /// Holds the directory's `flock` for as long as the engine lives.
     _lock: File,
 }
 
-/// A handle to an open engine; clones share it. All methods block on disk I/O, so async
-/// callers run them on a blocking thread.
+/// A handle to an open engine; clones share it. Methods block on disk I/O, except the wait
+/// for durability in the `_async` writes. Dropping the last handle waits for a running merge
+/// and the syncer thread, so once it returns the directory is free to open again.
 #[derive(Clone)]
 pub struct Storage {
     inner: Arc<Inner>,
+    _closer: Arc<Closer>,
+}
+
+/// Owned only by `Storage` handles (never by background threads), so its drop marks the
+/// moment the last user handle goes away.
+struct Closer {
+    inner: Arc<Inner>,
+    syncer: Option<JoinHandle<()>>,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.inner.durability.shutdown();
+        let syncer = self.syncer.take();
+        let merge = self.inner.merge_thread.lock().take();
+        for thread in syncer.into_iter().chain(merge) {
+            if thread.join().is_err() {
+                tracing::error!(dir = %self.inner.dir.display(), "a storage thread panicked");
+            }
+        }
+    }
 }
 
 impl Storage {
@@ -165,13 +189,20 @@ impl Storage {
             writer: Mutex::new(Writer::new(active, recovered.next_seq)),
             durability: Durability::new(recovered.next_seq.saturating_sub(1)),
             merge_lock: Mutex::new(()),
+            merge_thread: Mutex::new(None),
             next_segment_id: AtomicU32::new(active_id + 1),
             recovery: recovered.report,
             options,
             _lock: lock,
         });
-        spawn_syncer(&inner)?;
-        Ok(Storage { inner })
+        let syncer = spawn_syncer(&inner)?;
+        Ok(Storage {
+            _closer: Arc::new(Closer {
+                inner: inner.clone(),
+                syncer: Some(syncer),
+            }),
+            inner,
+        })
     }
 
     /// What open found and repaired.
@@ -330,23 +361,35 @@ impl Storage {
         let Some(trigger) = self.inner.options.merge_trigger else {
             return;
         };
-        if !self.inner.merge_due(trigger) || self.inner.merge_lock.is_locked() {
+        let mut running = self.inner.merge_thread.lock();
+        if running.as_ref().is_some_and(|t| !t.is_finished()) || !self.inner.merge_due(trigger) {
             return;
         }
         let inner = self.inner.clone();
         let spawned = thread::Builder::new()
             .name("storage-merge".into())
             .spawn(move || {
-                let sealed = inner.sealed_ids();
-                match inner.merge(&sealed, &mut |_| std::ops::ControlFlow::Continue(())) {
-                    Ok(report) => tracing::info!(dir = %inner.dir.display(), ?report, "merge done"),
-                    Err(e) => {
-                        tracing::warn!(dir = %inner.dir.display(), error = %e, "merge failed")
+                // Segments sealed while a merge runs are not among its inputs: go again until
+                // the dead bytes are under the trigger.
+                loop {
+                    let sealed = inner.sealed_ids();
+                    match inner.merge(&sealed, &mut |_| std::ops::ControlFlow::Continue(())) {
+                        Ok(report) => {
+                            tracing::info!(dir = %inner.dir.display(), ?report, "merge done");
+                            if report.inputs.is_empty() || !inner.merge_due(trigger) {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(dir = %inner.dir.display(), error = %e, "merge failed");
+                            return;
+                        }
                     }
                 }
             });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not start a merge thread");
+        match spawned {
+            Ok(thread) => *running = Some(thread),
+            Err(e) => tracing::warn!(error = %e, "could not start a merge thread"),
         }
     }
 }
@@ -473,14 +516,14 @@ impl Drop for Inner {
 }
 
 /// Starts the group-commit thread; it holds only a weak reference, so it ends with the engine.
-fn spawn_syncer(inner: &Arc<Inner>) -> Result<()> {
+fn spawn_syncer(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
     let durability = inner.durability.clone();
     let period = match inner.options.sync {
         SyncPolicy::Interval(period) => Some(period),
         SyncPolicy::Always | SyncPolicy::None => None,
     };
     let weak: Weak<Inner> = Arc::downgrade(inner);
-    thread::Builder::new()
+    let thread = thread::Builder::new()
         .name("storage-sync".into())
         .spawn(move || {
             durability.run(period, || {
@@ -489,7 +532,7 @@ fn spawn_syncer(inner: &Arc<Inner>) -> Result<()> {
                 Some((w.segment.clone(), w.next_seq.saturating_sub(1)))
             })
         })?;
-    Ok(())
+    Ok(thread)
 }
 
 fn check_key(key: &[u8]) -> Result<()> {
