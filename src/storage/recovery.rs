@@ -161,13 +161,24 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
             report.segments_from_hints += 1;
         }
     }
-    for d in report.damaged.iter().chain(&report.truncated) {
+    for (what, d) in report
+        .damaged
+        .iter()
+        .map(|d| ("skipped damaged bytes; later records kept", d))
+        .chain(report.truncated.iter().map(|d| ("cut a torn tail", d)))
+    {
         tracing::warn!(
-            dir = %dir.display(),
-            segment = d.segment,
+            file = %data_path(dir, d.segment).display(),
             offset = d.offset,
             bytes = d.bytes,
-            "skipped bytes holding no valid record"
+            "{what}"
+        );
+    }
+    if !report.suspect_keys.is_empty() {
+        tracing::warn!(
+            dir = %dir.display(),
+            keys = report.suspect_keys.len(),
+            "keys named by damaged records may have lost their newest version"
         );
     }
     Ok(Recovered {
