@@ -1,0 +1,155 @@
+//! What a key's state holds: siblings with their metadata, tombstones, and the cap on siblings.
+
+use super::dvvset::{Actor, DvvSet, VersionVector};
+use super::error::CausalError;
+
+/// One value of a key as written by a client, or a tombstone left by a delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sibling {
+    pub data: Vec<u8>,
+    pub content_type: String,
+    /// Wall-clock time of the write at the replica that applied it.
+    pub modified_ms: u64,
+    pub tombstone: bool,
+}
+
+impl Sibling {
+    pub fn value(data: Vec<u8>, content_type: impl Into<String>, modified_ms: u64) -> Self {
+        Sibling {
+            data,
+            content_type: content_type.into(),
+            modified_ms,
+            tombstone: false,
+        }
+    }
+
+    /// A delete: an ordinary causal write whose value is "nothing".
+    pub fn tombstone(modified_ms: u64) -> Self {
+        Sibling {
+            data: Vec::new(),
+            content_type: String::new(),
+            modified_ms,
+            tombstone: true,
+        }
+    }
+}
+
+/// How many siblings a key may accumulate. Siblings pile up when clients write without
+/// sending back their context; past a point every read drags them all along, so production
+/// stores warn early and then refuse the writes that would add more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiblingLimits {
+    pub warn_at: usize,
+    pub max: usize,
+}
+
+impl Default for SiblingLimits {
+    fn default() -> Self {
+        SiblingLimits {
+            warn_at: 25,
+            max: 100,
+        }
+    }
+}
+
+impl DvvSet<Sibling> {
+    /// The values a client sees: tombstones hidden.
+    pub fn live_values(&self) -> impl Iterator<Item = &Sibling> {
+        self.values().filter(|s| !s.tombstone)
+    }
+
+    /// Whether a read finds nothing: no values, or only tombstones (whose context is still
+    /// worth returning, so a later write supersedes the delete instead of racing it).
+    pub fn is_not_found(&self) -> bool {
+        self.live_values().next().is_none()
+    }
+
+    /// [`DvvSet::update`] for a client write, refused if it would leave more than
+    /// `limits.max` siblings; logs a warning from `limits.warn_at` on.
+    pub fn update_limited(
+        &self,
+        context: &VersionVector,
+        value: Sibling,
+        actor: &Actor,
+        limits: SiblingLimits,
+    ) -> Result<DvvSet<Sibling>, CausalError> {
+        let next = self.update(context, value, actor);
+        let count = next.size();
+        if count > limits.max {
+            return Err(CausalError::TooManySiblings {
+                count,
+                max: limits.max,
+            });
+        }
+        if count >= limits.warn_at {
+            tracing::warn!(
+                siblings = count,
+                max = limits.max,
+                "key is piling up siblings; clients should write back the causal context they read"
+            );
+        }
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lone_tombstone_reads_as_not_found_but_keeps_its_context() {
+        let n1 = Actor::new("n1");
+        let put = DvvSet::new().update(
+            &VersionVector::new(),
+            Sibling::value(b"x".to_vec(), "text/plain", 1),
+            &n1,
+        );
+        let deleted = put.update(&put.join(), Sibling::tombstone(2), &n1);
+        assert!(deleted.is_not_found());
+        assert_eq!(deleted.size(), 1);
+        assert_eq!(deleted.join().get(&n1), 2);
+    }
+
+    #[test]
+    fn a_delete_concurrent_with_a_put_leaves_the_put_visible() {
+        let n1 = Actor::new("n1");
+        let first = DvvSet::new().update(
+            &VersionVector::new(),
+            Sibling::value(b"a".to_vec(), "text/plain", 1),
+            &n1,
+        );
+        let context = first.join();
+        let put = first.update(
+            &context,
+            Sibling::value(b"b".to_vec(), "text/plain", 2),
+            &n1,
+        );
+        let both = put.update(&context, Sibling::tombstone(3), &n1);
+        let live: Vec<&[u8]> = both.live_values().map(|s| s.data.as_slice()).collect();
+        assert_eq!(live, [b"b".as_slice()]);
+        assert!(!both.is_not_found());
+    }
+
+    #[test]
+    fn writes_past_the_sibling_cap_are_refused() {
+        let n1 = Actor::new("n1");
+        let limits = SiblingLimits { warn_at: 2, max: 3 };
+        let blind = VersionVector::new();
+        let mut state = DvvSet::new();
+        for i in 0..3 {
+            state = state
+                .update_limited(&blind, Sibling::value(vec![i], "x", 0), &n1, limits)
+                .expect("under the cap");
+        }
+        let refused = state.update_limited(&blind, Sibling::value(vec![9], "x", 0), &n1, limits);
+        assert!(matches!(
+            refused,
+            Err(CausalError::TooManySiblings { count: 4, max: 3 })
+        ));
+        // A write with the context replaces them all and is accepted.
+        let merged = state
+            .update_limited(&state.join(), Sibling::value(vec![9], "x", 0), &n1, limits)
+            .expect("merge");
+        assert_eq!(merged.size(), 1);
+    }
+}
