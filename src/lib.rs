@@ -8,4 +8,6 @@
 
 pub mod bench;
 pub mod causal;
+pub mod config;
+pub mod ring;
 pub mod storage;

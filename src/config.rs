@@ -1,0 +1,505 @@
+//! The node's TOML configuration (API.md, "Config file"): parsed, validated with errors that
+//! name the field, and resolved into per-bucket properties.
+//!
+//! Unknown keys are rejected, so a typo never silently falls back to a default. Every node of
+//! a cluster must share `[cluster]`, `[defaults]` and `[buckets.*]`; [`Config::cluster_hash`]
+//! fingerprints exactly those, and nodes compare it when they connect.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{self, MergeTrigger, SyncPolicy};
+
+/// Longest node id: it becomes part of every version vector entry.
+pub const MAX_NODE_ID_LEN: usize = 64;
+/// Most replicas a bucket may ask for.
+pub const MAX_N: u8 = 16;
+
+/// A configuration mistake, phrased for the operator and naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node_id: String,
+    pub http_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub defaults: BucketDefaults,
+    #[serde(default)]
+    pub buckets: BTreeMap<String, BucketOverride>,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub anti_entropy: AntiEntropyConfig,
+    #[serde(default)]
+    pub handoff: HandoffConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub ring_size: u32,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub id: String,
+    pub peer_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+}
+
+/// How many replicas must answer: a number, or one of the named levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Quorum {
+    One,
+    Quorum,
+    All,
+    N(u8),
+}
+
+impl Quorum {
+    /// Parses `one`, `quorum`, `all` or a number; the number's range is checked by `resolve`.
+    pub fn parse(s: &str) -> Option<Quorum> {
+        match s {
+            "one" => Some(Quorum::One),
+            "quorum" => Some(Quorum::Quorum),
+            "all" => Some(Quorum::All),
+            _ => s.parse::<u8>().ok().map(Quorum::N),
+        }
+    }
+
+    /// The number of replicas this means out of `n`, if it is within 1..=n.
+    pub fn resolve(self, n: u8) -> Option<u8> {
+        let k = match self {
+            Quorum::One => 1,
+            Quorum::Quorum => n / 2 + 1,
+            Quorum::All => n,
+            Quorum::N(k) => k,
+        };
+        (1..=n).contains(&k).then_some(k)
+    }
+}
+
+impl fmt::Display for Quorum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Quorum::One => f.write_str("one"),
+            Quorum::Quorum => f.write_str("quorum"),
+            Quorum::All => f.write_str("all"),
+            Quorum::N(k) => write!(f, "{k}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Quorum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(i64),
+            Text(String),
+        }
+        let bad =
+            || serde::de::Error::custom("expected a number or one of \"one\", \"quorum\", \"all\"");
+        match Raw::deserialize(d)? {
+            Raw::Number(k) => u8::try_from(k).map(Quorum::N).map_err(|_| bad()),
+            Raw::Text(s) => Quorum::parse(&s).ok_or_else(bad),
+        }
+    }
+}
+
+/// How a bucket settles concurrent writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Conflict {
+    Siblings,
+    Lww,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BucketDefaults {
+    pub n: u8,
+    pub r: Quorum,
+    pub w: Quorum,
+    pub conflict: Conflict,
+}
+
+impl Default for BucketDefaults {
+    fn default() -> Self {
+        BucketDefaults {
+            n: 3,
+            r: Quorum::Quorum,
+            w: Quorum::Quorum,
+            conflict: Conflict::Siblings,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BucketOverride {
+    pub n: Option<u8>,
+    pub r: Option<Quorum>,
+    pub w: Option<Quorum>,
+    pub conflict: Option<Conflict>,
+}
+
+/// A bucket's effective settings, with `r` and `w` resolved to numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketProps {
+    pub n: u8,
+    pub r: u8,
+    pub w: u8,
+    pub conflict: Conflict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncSetting {
+    Always,
+    Interval,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub sync: SyncSetting,
+    /// With `sync = "interval"`: how often to fsync.
+    pub sync_interval_ms: u64,
+    pub max_value_bytes: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            sync: SyncSetting::Always,
+            sync_interval_ms: 1000,
+            max_value_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AntiEntropyConfig {
+    pub interval_ms: u64,
+}
+
+impl Default for AntiEntropyConfig {
+    fn default() -> Self {
+        AntiEntropyConfig {
+            interval_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandoffConfig {
+    pub interval_ms: u64,
+}
+
+impl Default for HandoffConfig {
+    fn default() -> Self {
+        HandoffConfig { interval_ms: 1000 }
+    }
+}
+
+/// Bucket and key names: 1–255 bytes of URL-path-safe UTF-8 (API.md).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Why a bucket or key name is refused, or `None` if it is fine.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("must not be empty")
+    } else if name.len() > MAX_NAME_BYTES {
+        Some("must be at most 255 bytes")
+    } else if name.chars().any(|c| c.is_control() || c == '/') {
+        Some("must not contain '/' or control characters")
+    } else {
+        None
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text)
+    }
+
+    /// Parses TOML text; does not validate (flags may still override fields).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| invalid(e.message().to_owned() + &location(&e, text)))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_node_id("node_id", &self.node_id)?;
+        let c = &self.cluster;
+        if !c.ring_size.is_power_of_two() {
+            return Err(invalid(format!(
+                "ring_size must be a power of two (got {})",
+                c.ring_size
+            )));
+        }
+        if c.members.is_empty() {
+            return Err(invalid("cluster.members must list at least one node"));
+        }
+        if (c.ring_size as usize) < c.members.len() {
+            return Err(invalid(
+                "ring_size must be at least the number of cluster.members",
+            ));
+        }
+        for (i, m) in c.members.iter().enumerate() {
+            check_node_id("cluster.members.id", &m.id)?;
+            if c.members[..i].iter().any(|o| o.id == m.id) {
+                return Err(invalid(format!(
+                    "cluster.members: id {:?} appears twice",
+                    m.id
+                )));
+            }
+            if c.members[..i].iter().any(|o| o.peer_addr == m.peer_addr) {
+                return Err(invalid(format!(
+                    "cluster.members: peer_addr {} appears twice",
+                    m.peer_addr
+                )));
+            }
+        }
+        if !c.members.iter().any(|m| m.id == self.node_id) {
+            return Err(invalid(format!(
+                "node_id {:?} is not among cluster.members",
+                self.node_id
+            )));
+        }
+        self.check_bucket("defaults", &BucketOverride::default())?;
+        for (name, o) in &self.buckets {
+            if let Some(problem) = name_problem(name) {
+                return Err(invalid(format!("buckets: name {name:?} {problem}")));
+            }
+            self.check_bucket(&format!("buckets.{name}"), o)?;
+        }
+        if self.storage.max_value_bytes == 0
+            || self.storage.max_value_bytes > storage::FORMAT_MAX_VALUE_LEN / 2
+        {
+            return Err(invalid(format!(
+                "storage.max_value_bytes must be between 1 and {}",
+                storage::FORMAT_MAX_VALUE_LEN / 2
+            )));
+        }
+        if self.storage.sync == SyncSetting::Interval && self.storage.sync_interval_ms == 0 {
+            return Err(invalid("storage.sync_interval_ms must be positive"));
+        }
+        if self.anti_entropy.interval_ms == 0 {
+            return Err(invalid("anti_entropy.interval_ms must be positive"));
+        }
+        if self.handoff.interval_ms == 0 {
+            return Err(invalid("handoff.interval_ms must be positive"));
+        }
+        Ok(())
+    }
+
+    fn check_bucket(&self, section: &str, o: &BucketOverride) -> Result<(), ConfigError> {
+        let props = self.resolve(o);
+        let members = self.cluster.members.len();
+        if props.n == 0 || props.n > MAX_N || usize::from(props.n) > members {
+            return Err(invalid(format!(
+                "{section}.n must be between 1 and the number of members ({members}, at most {MAX_N})"
+            )));
+        }
+        let d = &self.defaults;
+        for (knob, q) in [("r", o.r.unwrap_or(d.r)), ("w", o.w.unwrap_or(d.w))] {
+            if q.resolve(props.n).is_none() {
+                return Err(invalid(format!(
+                    "{section}.{knob} must be between 1 and n ({}), got {q}",
+                    props.n
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, o: &BucketOverride) -> BucketProps {
+        let d = &self.defaults;
+        let n = o.n.unwrap_or(d.n);
+        BucketProps {
+            n,
+            r: o.r.unwrap_or(d.r).resolve(n).unwrap_or(1),
+            w: o.w.unwrap_or(d.w).resolve(n).unwrap_or(1),
+            conflict: o.conflict.unwrap_or(d.conflict),
+        }
+    }
+
+    /// The effective settings of a bucket (defaults unless `[buckets.NAME]` overrides them).
+    pub fn bucket(&self, name: &str) -> BucketProps {
+        self.resolve(self.buckets.get(name).unwrap_or(&BucketOverride::default()))
+    }
+
+    /// A fingerprint of the settings every node of the cluster must share.
+    pub fn cluster_hash(&self) -> u64 {
+        let shared = (&self.cluster, &self.defaults, &self.buckets);
+        let canonical = serde_json::to_vec(&shared).unwrap_or_default();
+        xxhash_rust::xxh3::xxh3_64(&canonical)
+    }
+
+    pub fn storage_options(&self) -> storage::Options {
+        storage::Options {
+            sync: match self.storage.sync {
+                SyncSetting::Always => SyncPolicy::Always,
+                SyncSetting::Interval => {
+                    SyncPolicy::Interval(Duration::from_millis(self.storage.sync_interval_ms))
+                }
+                SyncSetting::None => SyncPolicy::None,
+            },
+            // A stored state carries the value plus its version metadata.
+            max_value_bytes: self.storage.max_value_bytes * 2,
+            merge_trigger: Some(MergeTrigger {
+                dead_ratio: 0.5,
+                min_dead_bytes: 64 * 1024 * 1024,
+            }),
+            ..storage::Options::default()
+        }
+    }
+}
+
+fn check_node_id(field: &str, id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_NODE_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{field} must be 1 to {MAX_NODE_ID_LEN} characters of A-Z, a-z, 0-9, '-' or '_' (got {id:?})"
+        )))
+    }
+}
+
+fn location(e: &toml::de::Error, text: &str) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].lines().count().max(1);
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../config/3-nodes/n1.toml");
+
+    fn with(replace: &str, by: &str) -> Result<(), ConfigError> {
+        let text = EXAMPLE.replacen(replace, by, 1);
+        assert_ne!(text, EXAMPLE, "{replace} not in the example");
+        Config::parse(&text)?.validate()
+    }
+
+    #[test]
+    fn the_example_configs_are_valid() {
+        for text in [
+            EXAMPLE,
+            include_str!("../config/3-nodes/n2.toml"),
+            include_str!("../config/3-nodes/n3.toml"),
+            include_str!("../config/5-nodes/n1.toml"),
+            include_str!("../config/5-nodes/n5.toml"),
+        ] {
+            let c = Config::parse(text).expect("parses");
+            c.validate().expect("valid");
+            assert_eq!(c.bucket("sessions").conflict, Conflict::Lww);
+            assert_eq!(c.bucket("carts").r, 2);
+        }
+    }
+
+    #[test]
+    fn nodes_of_one_cluster_share_a_hash_and_others_do_not() {
+        let a = Config::parse(EXAMPLE).expect("parses");
+        let b = Config::parse(include_str!("../config/3-nodes/n2.toml")).expect("parses");
+        assert_eq!(a.cluster_hash(), b.cluster_hash());
+        let c =
+            Config::parse(&EXAMPLE.replace("ring_size = 64", "ring_size = 128")).expect("parses");
+        assert_ne!(a.cluster_hash(), c.cluster_hash());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                "ring_size = 64",
+                "ring_size = 48",
+                "ring_size must be a power of two",
+            ),
+            (
+                "r = \"quorum\"",
+                "r = 4",
+                "defaults.r must be between 1 and n",
+            ),
+            (
+                "w = \"quorum\"",
+                "w = \"most\"",
+                "expected a number or one of",
+            ),
+            (
+                "n = 3",
+                "n = 5",
+                "defaults.n must be between 1 and the number of members",
+            ),
+            (
+                "node_id   = \"n1\"",
+                "node_id = \"n9\"",
+                "node_id \"n9\" is not among",
+            ),
+            (
+                "[storage]",
+                "[storage]\ncompression = true",
+                "unknown field `compression`",
+            ),
+            (
+                "conflict = \"siblings\"",
+                "conflict = \"merge\"",
+                "unknown variant `merge`",
+            ),
+            (
+                "[buckets.sessions]",
+                "[buckets.sessions]\nr = 0",
+                "buckets.sessions.r must be",
+            ),
+        ];
+        for (replace, by, expected) in cases {
+            let err = with(replace, by).expect_err(by);
+            assert!(err.0.contains(expected), "{by}: got {err}");
+        }
+    }
+
+    #[test]
+    fn quorum_levels_resolve_against_n() {
+        assert_eq!(Quorum::Quorum.resolve(3), Some(2));
+        assert_eq!(Quorum::Quorum.resolve(5), Some(3));
+        assert_eq!(Quorum::All.resolve(5), Some(5));
+        assert_eq!(Quorum::N(4).resolve(3), None);
+        assert_eq!(Quorum::N(0).resolve(3), None);
+        assert_eq!(Quorum::parse("2"), Some(Quorum::N(2)));
+        assert_eq!(Quorum::parse("two"), None);
+    }
+}
