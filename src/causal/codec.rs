@@ -12,6 +12,7 @@
 use super::dvvset::{Actor, DvvSet, Entry};
 use super::error::DecodeError;
 use super::lww::{LwwRegister, Timestamp};
+use super::state::KeyState;
 use super::value::Sibling;
 
 const TAG_DVVSET: u8 = b'D';
@@ -20,14 +21,6 @@ const VERSION: u8 = 1;
 const FLAG_TOMBSTONE: u8 = 1;
 /// Longest actor id and content type accepted.
 pub const MAX_NAME_LEN: usize = 255;
-
-/// The stored state of one key: siblings under a DVVSet, or a last-write-wins register,
-/// depending on the bucket's `conflict` setting.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyState {
-    Siblings(DvvSet<Sibling>),
-    Lww(LwwRegister<Sibling>),
-}
 
 impl KeyState {
     pub fn encode(&self) -> Vec<u8> {

@@ -18,11 +18,13 @@ mod codec;
 mod dvvset;
 mod error;
 mod lww;
+mod state;
 pub mod token;
 mod value;
 
-pub use codec::{KeyState, MAX_NAME_LEN};
+pub use codec::MAX_NAME_LEN;
 pub use dvvset::{Actor, DvvSet, VersionVector};
 pub use error::{CausalError, DecodeError, TokenError};
 pub use lww::{Hlc, LwwRegister, SystemClock, Timestamp, WallClock};
+pub use state::{KeyState, ModeMismatch};
 pub use value::{Sibling, SiblingLimits};

@@ -1,0 +1,119 @@
+//! `/health` and `/admin/*`: what operators look at.
+
+use axum::extract::{RawPathParams, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::{params, respond, AppState};
+use crate::causal::{token, KeyState};
+
+pub async fn health(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "status": "ok", "node_id": state.config.node_id }))
+}
+
+pub async fn status(State(state): State<AppState>) -> Json<Value> {
+    let c = &state.coordinator;
+    let mut peers = Vec::new();
+    for m in &state.config.cluster.members {
+        if m.id == state.config.node_id {
+            continue;
+        }
+        let connected = c.net().connected(&m.id).await;
+        peers.push(json!({
+            "id": m.id,
+            "peer_addr": m.peer_addr.to_string(),
+            "status": if connected { "up" } else { "down" },
+            "pending_hints": 0,
+        }));
+    }
+    let stats = c.replica().storage().stats();
+    Json(json!({
+        "node_id": state.config.node_id,
+        "actor": c.replica().actor().as_str(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": state.started.elapsed().as_secs(),
+        "peers": peers,
+        "anti_entropy": { "enabled": false },
+        "storage": {
+            "keys": stats.keys,
+            "live_bytes": stats.live_bytes,
+            "dead_bytes": stats.dead_bytes,
+            "segments": stats.segments,
+        },
+    }))
+}
+
+pub async fn ring(State(state): State<AppState>) -> Json<Value> {
+    let ring = state.coordinator.ring();
+    let partitions: Vec<Value> = (0..ring.ring_size())
+        .map(|p| json!({ "partition": p, "owner": ring.owner(p) }))
+        .collect();
+    let ownership = ring.ownership();
+    let counts = ownership.iter().map(|o| o.partitions);
+    let spread = counts.clone().max().unwrap_or(0) - counts.min().unwrap_or(0);
+    Json(json!({
+        "ring_size": ring.ring_size(),
+        "partitions": partitions,
+        "ownership": ownership,
+        "ownership_spread": spread,
+    }))
+}
+
+fn bucket_key(path: &RawPathParams) -> Result<(String, String), ApiError> {
+    let mut bucket = None;
+    let mut key = None;
+    for (name, value) in path {
+        match name {
+            "bucket" => bucket = Some(params::name("bucket", value)?),
+            "key" => key = Some(params::name("key", value)?),
+            _ => {}
+        }
+    }
+    bucket
+        .zip(key)
+        .ok_or_else(|| ApiError::bad_request("bad_key", "expected {bucket}/{key}"))
+}
+
+pub async fn preflist(
+    State(state): State<AppState>,
+    path: RawPathParams,
+) -> Result<Json<Value>, ApiError> {
+    let (bucket, key) = bucket_key(&path)?;
+    let (partition, nodes) = state.coordinator.preference_list(&bucket, &key);
+    Ok(Json(json!({ "partition": partition, "nodes": nodes })))
+}
+
+pub async fn replica(
+    State(state): State<AppState>,
+    path: RawPathParams,
+) -> Result<Json<Value>, ApiError> {
+    let (bucket, key) = bucket_key(&path)?;
+    let stored = state
+        .coordinator
+        .replica()
+        .read(&bucket, &key)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let Some(stored) = stored else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this node holds nothing for the key",
+        ));
+    };
+    let siblings: Vec<Value> = respond::ordered_siblings(&stored)
+        .into_iter()
+        .map(respond::sibling_json)
+        .collect();
+    let mut body = json!({
+        "siblings": siblings,
+        "tombstone": stored.has_tombstone(),
+        "context": token::encode(bucket.as_bytes(), key.as_bytes(), &stored.context()),
+    });
+    if let KeyState::Lww(reg) = &stored {
+        body["timestamp"] = json!(reg.timestamp.physical_ms);
+        body["written_by"] = json!(reg.node.as_str());
+    }
+    Ok(Json(body))
+}

@@ -1,0 +1,136 @@
+//! `GET`, `PUT` and `DELETE /kv/{bucket}/{key}`.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{RawPathParams, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::params::{self, RequestKnobs};
+use super::{respond, AppState};
+use crate::causal::MAX_NAME_LEN;
+use crate::rpc::WriteOp;
+
+const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Bucket, key and knobs of a `/kv` request.
+struct Target {
+    bucket: String,
+    key: String,
+    knobs: RequestKnobs,
+}
+
+fn target(state: &AppState, path: &RawPathParams, query: Option<&str>) -> Result<Target, ApiError> {
+    let mut bucket = None;
+    let mut key = None;
+    for (name, value) in path {
+        match name {
+            "bucket" => bucket = Some(params::name("bucket", value)?),
+            "key" => key = Some(params::name("key", value)?),
+            _ => {}
+        }
+    }
+    let (Some(bucket), Some(key)) = (bucket, key) else {
+        return Err(ApiError::bad_request(
+            "bad_key",
+            "expected /kv/{bucket}/{key}",
+        ));
+    };
+    let knobs = params::knobs(query, state.config.bucket(&bucket))?;
+    Ok(Target { bucket, key, knobs })
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    path: RawPathParams,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let t = target(&state, &path, query.as_deref())?;
+    let found = state
+        .coordinator
+        .get(&t.bucket, &t.key, t.knobs.knobs)
+        .await?;
+    Ok(respond::state(&t.bucket, &t.key, found.as_ref()))
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    path: RawPathParams,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let t = target(&state, &path, query.as_deref())?;
+    let context = params::context(&headers, &t.bucket, &t.key)?;
+    let max = state.config.storage.max_value_bytes;
+    let data = match to_bytes(body, max).await {
+        Ok(data) => data.to_vec(),
+        Err(e) if is_length_limit(&e) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "value_too_large",
+                format!("values are limited to {max} bytes"),
+            ))
+        }
+        Err(e) => {
+            return Err(ApiError::bad_request(
+                "bad_body",
+                format!("could not read the body: {e}"),
+            ))
+        }
+    };
+    let content_type = match headers.get(header::CONTENT_TYPE) {
+        None => DEFAULT_CONTENT_TYPE.to_owned(),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|ct| !ct.is_empty() && ct.len() <= MAX_NAME_LEN)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_content_type",
+                    format!("Content-Type must be 1 to {MAX_NAME_LEN} visible ASCII characters"),
+                )
+            })?
+            .to_owned(),
+    };
+    write(state, t, context, WriteOp::Put { data, content_type }).await
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    path: RawPathParams,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = target(&state, &path, query.as_deref())?;
+    let context = params::context(&headers, &t.bucket, &t.key)?;
+    write(state, t, context, WriteOp::Delete).await
+}
+
+async fn write(
+    state: AppState,
+    t: Target,
+    context: crate::causal::VersionVector,
+    op: WriteOp,
+) -> Result<Response, ApiError> {
+    let after = state
+        .coordinator
+        .put(&t.bucket, &t.key, &context, op, t.knobs.knobs)
+        .await?;
+    if t.knobs.return_body {
+        Ok(respond::state(&t.bucket, &t.key, Some(&after)))
+    } else {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}

@@ -1,0 +1,61 @@
+//! The HTTP API of API.md: `/kv` for clients, `/health` and `/admin` for operators.
+//!
+//! Handlers parse and validate (`params`), call the coordinator, and shape the answer
+//! (`respond`); every error is JSON (`error`). No client input reaches a panic or a 500.
+
+mod admin;
+mod error;
+mod kv;
+mod params;
+mod respond;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+
+use crate::config::Config;
+use crate::coordinator::Coordinator;
+pub use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub coordinator: Arc<Coordinator>,
+    pub config: Arc<Config>,
+    pub started: Instant,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/kv/{bucket}/{key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .route("/health", get(admin::health))
+        .route("/admin/status", get(admin::status))
+        .route("/admin/ring", get(admin::ring))
+        .route("/admin/preflist/{bucket}/{key}", get(admin::preflist))
+        .route("/admin/replica/{bucket}/{key}", get(admin::replica))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_such_endpoint",
+        "no such endpoint; see API.md",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}

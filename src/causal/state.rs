@@ -1,0 +1,56 @@
+//! The state of one key as a replica stores it, and how two replicas' states merge.
+
+use super::dvvset::{DvvSet, VersionVector};
+use super::lww::LwwRegister;
+use super::value::Sibling;
+
+/// Siblings under a DVVSet, or a last-write-wins register, depending on the bucket's
+/// `conflict` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    Siblings(DvvSet<Sibling>),
+    Lww(LwwRegister<Sibling>),
+}
+
+/// Two states of one key disagree on the bucket's conflict mode: the bucket's `conflict`
+/// setting changed while data existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("replicas hold this key under different conflict modes (siblings and lww)")]
+pub struct ModeMismatch;
+
+impl KeyState {
+    /// The merge used by replication and repair: `sync` for siblings, the later write for LWW.
+    /// Commutative, associative and idempotent.
+    pub fn merge(&self, other: &KeyState) -> Result<KeyState, ModeMismatch> {
+        match (self, other) {
+            (KeyState::Siblings(a), KeyState::Siblings(b)) => Ok(KeyState::Siblings(a.sync(b))),
+            (KeyState::Lww(a), KeyState::Lww(b)) => Ok(KeyState::Lww(a.merge(b))),
+            _ => Err(ModeMismatch),
+        }
+    }
+
+    /// The values a client sees, tombstones hidden.
+    pub fn live_values(&self) -> Vec<&Sibling> {
+        match self {
+            KeyState::Siblings(set) => set.live_values().collect(),
+            KeyState::Lww(reg) if reg.value.tombstone => Vec::new(),
+            KeyState::Lww(reg) => vec![&reg.value],
+        }
+    }
+
+    /// The context that covers every value of this state (empty for LWW, which needs none).
+    pub fn context(&self) -> VersionVector {
+        match self {
+            KeyState::Siblings(set) => set.join(),
+            KeyState::Lww(_) => VersionVector::new(),
+        }
+    }
+
+    /// Whether the state holds a tombstone (alone or beside live values).
+    pub fn has_tombstone(&self) -> bool {
+        match self {
+            KeyState::Siblings(set) => set.values().any(|s| s.tombstone),
+            KeyState::Lww(reg) => reg.value.tombstone,
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Get, put and delete across a key's replicas.
+//!
+//! - **PUT/DELETE**: the write must be coordinated by a replica of the key, since the new
+//!   version-vector event is that replica's. If this node is not one, it forwards the write to
+//!   the first primary that answers. The coordinating replica applies `update` with its own
+//!   actor, stores the result, and sends the new state to the other replicas, which `sync` it
+//!   into theirs. It answers once `w` replicas (at least `pw` of them primaries) stored it;
+//!   replication to the rest goes on in the background.
+//! - **GET**: asks every primary for its state, answers with the `sync` of the first `r`
+//!   answers (at least `pr` from primaries). "Not found" is an answer.
+//!
+//! Quorum arithmetic is [`quorum::Tally`]; this module only feeds it.
+
+pub mod quorum;
+mod service;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::causal::{KeyState, VersionVector};
+use crate::config::Config;
+use crate::net::Net;
+use crate::replica::Replica;
+use crate::ring::Ring;
+use crate::rpc::{self, Failure, PutOutcome, PutRequest, Request, Response, WriteOp};
+use quorum::{Progress, Tally};
+
+pub use service::Service;
+
+/// A forwarded write waits this much longer than the coordinating replica's own deadline, so
+/// the replica's precise answer (say, a 503 with its ack count) arrives before we give up.
+const FORWARD_MARGIN: Duration = Duration::from_millis(200);
+
+/// Per-request knobs, already validated against the bucket's `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Knobs {
+    pub r: u8,
+    pub w: u8,
+    pub pr: u8,
+    pub pw: u8,
+    pub timeout: Duration,
+}
+
+pub struct Coordinator {
+    me: String,
+    config: Arc<Config>,
+    ring: Ring,
+    replica: Arc<Replica>,
+    net: Arc<Net>,
+}
+
+impl Coordinator {
+    pub fn new(config: Arc<Config>, ring: Ring, replica: Arc<Replica>, net: Arc<Net>) -> Self {
+        Coordinator {
+            me: config.node_id.clone(),
+            config,
+            ring,
+            replica,
+            net,
+        }
+    }
+
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    pub fn net(&self) -> &Arc<Net> {
+        &self.net
+    }
+
+    /// The key's partition and its primary replicas, in order.
+    pub fn preference_list(&self, bucket: &str, key: &str) -> (u32, Vec<String>) {
+        let n = usize::from(self.config.bucket(bucket).n);
+        let partition = self.ring.partition(bucket.as_bytes(), key.as_bytes());
+        let nodes = self
+            .ring
+            .preference_list(partition, n)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        (partition, nodes)
+    }
+
+    pub async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        knobs: Knobs,
+    ) -> Result<Option<KeyState>, Failure> {
+        let (_, primaries) = self.preference_list(bucket, key);
+        let deadline = Instant::now() + knobs.timeout;
+        let need = knobs.r.max(knobs.pr);
+        let count = primaries.len() as u8;
+        let mut tally = Tally::new(need, knobs.pr, count, count);
+        let mut reads: FuturesUnordered<_> = primaries
+            .iter()
+            .map(|node| self.read_from(node, bucket, key, deadline))
+            .collect();
+        let mut merged: Option<KeyState> = None;
+        let insufficient = |t: &Tally| Failure::Insufficient {
+            needed: t.needed(),
+            acked: t.acked(),
+        };
+        loop {
+            let next = tokio::time::timeout_at(deadline.into(), reads.next()).await;
+            let progress = match next {
+                Err(_) | Ok(None) => return Err(insufficient(&tally)),
+                Ok(Some(Ok(state))) => {
+                    merged = merge(merged, state)?;
+                    tally.ack(true)
+                }
+                Ok(Some(Err(_))) => tally.fail(true),
+            };
+            match progress {
+                Progress::Met => return Ok(merged),
+                Progress::Impossible => return Err(insufficient(&tally)),
+                Progress::Pending => {}
+            }
+        }
+    }
+
+    pub async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        context: &VersionVector,
+        op: WriteOp,
+        knobs: Knobs,
+    ) -> Result<KeyState, Failure> {
+        let request = PutRequest {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            context: rpc::context_pairs(context),
+            op,
+            w: knobs.w,
+            pw: knobs.pw,
+            timeout_ms: knobs.timeout.as_millis() as u64,
+        };
+        let (_, primaries) = self.preference_list(bucket, key);
+        let outcome = if primaries.contains(&self.me) {
+            self.coordinate_put(request).await?
+        } else {
+            self.forward_put(&primaries, request, knobs).await?
+        };
+        KeyState::decode(&outcome.state).map_err(|e| Failure::Internal(e.to_string()))
+    }
+
+    async fn forward_put(
+        &self,
+        primaries: &[String],
+        request: PutRequest,
+        knobs: Knobs,
+    ) -> Result<PutOutcome, Failure> {
+        let deadline = Instant::now() + knobs.timeout + FORWARD_MARGIN;
+        let body = Bytes::from(rpc::encode(&Request::Put(request)));
+        for node in primaries {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.net.call(node, body.clone(), left).await {
+                Ok(raw) => match rpc::decode::<Response>(&raw) {
+                    Some(Response::Put(result)) => return result,
+                    _ => tracing::warn!(peer = %node, "unexpected answer to a forwarded write"),
+                },
+                Err(e) => tracing::debug!(peer = %node, error = %e, "cannot forward write"),
+            }
+        }
+        Err(Failure::Insufficient {
+            needed: knobs.w.max(knobs.pw),
+            acked: 0,
+        })
+    }
+
+    /// Coordinates a write as a replica of its key: apply locally, replicate, count.
+    pub async fn coordinate_put(&self, request: PutRequest) -> Result<PutOutcome, Failure> {
+        let props = self.config.bucket(&request.bucket);
+        let (_, primaries) = self.preference_list(&request.bucket, &request.key);
+        let deadline = Instant::now() + Duration::from_millis(request.timeout_ms);
+        let state = self
+            .replica
+            .coordinate(
+                &request.bucket,
+                &request.key,
+                props.conflict,
+                &request.context(),
+                request.op.clone(),
+            )
+            .await?;
+        let encoded = state.encode();
+        let count = primaries.len() as u8;
+        let mut tally = Tally::new(request.w.max(request.pw), request.pw, count, count);
+        let mut progress = tally.ack(true);
+
+        // Replication runs in tasks of its own so it completes even after we have answered.
+        let (tx, mut rx) = mpsc::channel(primaries.len().max(1));
+        let sync = Bytes::from(rpc::encode(&Request::Sync {
+            bucket: request.bucket.clone(),
+            key: request.key.clone(),
+            state: encoded.clone(),
+        }));
+        for node in primaries.iter().filter(|n| **n != self.me) {
+            let (net, node, sync, tx) = (self.net.clone(), node.clone(), sync.clone(), tx.clone());
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            tokio::spawn(async move {
+                let stored = match net.call(&node, sync, timeout).await {
+                    Ok(raw) => matches!(rpc::decode(&raw), Some(Response::Synced(Ok(())))),
+                    Err(e) => {
+                        tracing::debug!(peer = %node, error = %e, "replication failed");
+                        false
+                    }
+                };
+                let _ = tx.send(stored).await;
+            });
+        }
+        drop(tx);
+        while progress == Progress::Pending {
+            progress = match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+                Ok(Some(true)) => tally.ack(true),
+                Ok(Some(false)) => tally.fail(true),
+                Ok(None) | Err(_) => Progress::Impossible,
+            };
+        }
+        if progress == Progress::Met {
+            Ok(PutOutcome {
+                state: encoded,
+                acked: tally.acked(),
+            })
+        } else {
+            Err(Failure::Insufficient {
+                needed: tally.needed(),
+                acked: tally.acked(),
+            })
+        }
+    }
+
+    /// One replica's state of a key: read locally for this node, over the network otherwise.
+    async fn read_from(
+        &self,
+        node: &str,
+        bucket: &str,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<Option<KeyState>, Failure> {
+        if node == self.me {
+            return self.replica.read(bucket, key).map_err(Failure::from);
+        }
+        let request = Bytes::from(rpc::encode(&Request::Read {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        }));
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let raw = self
+            .net
+            .call(node, request, timeout)
+            .await
+            .map_err(|e| Failure::Internal(e.to_string()))?;
+        match rpc::decode(&raw) {
+            Some(Response::State(Ok(Some(bytes)))) => KeyState::decode(&bytes)
+                .map(Some)
+                .map_err(|e| Failure::Internal(e.to_string())),
+            Some(Response::State(Ok(None))) => Ok(None),
+            Some(Response::State(Err(f))) => Err(f),
+            _ => Err(Failure::Internal(format!("unexpected answer from {node}"))),
+        }
+    }
+}
+
+fn merge(acc: Option<KeyState>, next: Option<KeyState>) -> Result<Option<KeyState>, Failure> {
+    match (acc, next) {
+        (Some(a), Some(b)) => a
+            .merge(&b)
+            .map(Some)
+            .map_err(|e| Failure::Internal(e.to_string())),
+        (a, b) => Ok(a.or(b)),
+    }
+}

@@ -1,0 +1,60 @@
+//! The internode service: answers what peers ask of this node as a replica (coordinate a
+//! forwarded write, merge a replicated state, report a stored state).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use super::Coordinator;
+use crate::causal::KeyState;
+use crate::net::Handler;
+use crate::rpc::{self, Failure, Request, Response};
+
+pub struct Service {
+    coordinator: Arc<Coordinator>,
+}
+
+impl Service {
+    pub fn new(coordinator: Arc<Coordinator>) -> Self {
+        Service { coordinator }
+    }
+}
+
+impl Handler for Service {
+    fn handle(&self, from: &str, request: Bytes) -> BoxFuture<'static, Bytes> {
+        let coordinator = self.coordinator.clone();
+        let from = from.to_owned();
+        Box::pin(async move {
+            let response = match rpc::decode::<Request>(&request) {
+                Some(Request::Put(put)) => Response::Put(coordinator.coordinate_put(put).await),
+                Some(Request::Sync { bucket, key, state }) => {
+                    Response::Synced(sync(&coordinator, &bucket, &key, &state).await)
+                }
+                Some(Request::Read { bucket, key }) => Response::State(
+                    coordinator
+                        .replica()
+                        .read(&bucket, &key)
+                        .map(|s| s.map(|s| s.encode()))
+                        .map_err(Failure::from),
+                ),
+                None => {
+                    tracing::warn!(peer = %from, "undecodable request from peer");
+                    Response::Synced(Err(Failure::Internal("undecodable request".into())))
+                }
+            };
+            Bytes::from(rpc::encode(&response))
+        })
+    }
+}
+
+async fn sync(
+    coordinator: &Coordinator,
+    bucket: &str,
+    key: &str,
+    state: &[u8],
+) -> Result<(), Failure> {
+    let state = KeyState::decode(state).map_err(|e| Failure::Internal(e.to_string()))?;
+    coordinator.replica().sync(bucket, key, &state).await?;
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! The internode transport: request/response over one persistent connection per peer.
+//!
+//! Knows nothing of what the messages mean: a call sends opaque bytes to a peer and returns
+//! the opaque bytes it answered. Many calls share one connection, told apart by request ids,
+//! so a node never waits behind another request's round trip (frames in [`frame`]).
+//!
+//! - Connections are dialed on first use, with `TCP_NODELAY` (Nagle's algorithm would hold
+//!   small frames back for up to 40 ms), and redialed after failures with exponential backoff;
+//!   while backing off, calls to the peer fail at once instead of waiting for a timeout.
+//! - The handshake exchanges node ids and a hash of the cluster settings; a peer with other
+//!   settings is refused with a log line saying so.
+//! - Every call has a deadline. Frames are bounded in size; a peer that sends anything but
+//!   well-formed frames is disconnected, and nothing worse happens.
+//! - Sockets come from a [`Dialer`] and an accept loop over any stream, and [`Faults`] can cut
+//!   or delay messages to chosen peers: the seams for fault-injection tests and, later, a
+//!   deterministic network simulation.
+
+mod conn;
+mod faults;
+pub mod frame;
+mod server;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use conn::Conn;
+pub use faults::{Faults, Rule};
+pub use server::serve;
+
+/// How long dialing plus the handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// First and largest wait before redialing a peer that failed.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// A byte stream to a peer.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// Opens connections to peers.
+pub trait Dialer: Send + Sync + 'static {
+    fn dial(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>>;
+}
+
+/// Plain TCP with `TCP_NODELAY`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TcpDialer;
+
+impl Dialer for TcpDialer {
+    fn dial(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as Box<dyn Stream>)
+        })
+    }
+}
+
+/// Answers the requests peers send: the replica service.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, from: &str, request: Bytes) -> BoxFuture<'static, Bytes>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    #[error("peer {0} is not a cluster member")]
+    UnknownPeer(String),
+    #[error("peer {peer} is unreachable: {reason}")]
+    Unreachable { peer: String, reason: String },
+    #[error("peer {0} did not answer in time")]
+    Timeout(String),
+    #[error("connection to peer {0} was lost")]
+    Disconnected(String),
+}
+
+/// Who this node is, as the handshake tells peers.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub node_id: String,
+    pub cluster_hash: u64,
+}
+
+struct Peer {
+    id: String,
+    addr: SocketAddr,
+    state: tokio::sync::Mutex<PeerState>,
+}
+
+#[derive(Default)]
+struct PeerState {
+    conn: Option<Arc<Conn>>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// The client side: calls to peers.
+pub struct Net {
+    identity: Identity,
+    peers: HashMap<String, Arc<Peer>>,
+    faults: Arc<Faults>,
+    dialer: Arc<dyn Dialer>,
+    next_id: AtomicU64,
+}
+
+impl Net {
+    pub fn new(
+        identity: Identity,
+        peers: impl IntoIterator<Item = (String, SocketAddr)>,
+        faults: Arc<Faults>,
+        dialer: Arc<dyn Dialer>,
+    ) -> Net {
+        let peers = peers
+            .into_iter()
+            .map(|(id, addr)| {
+                let peer = Peer {
+                    id: id.clone(),
+                    addr,
+                    state: tokio::sync::Mutex::new(PeerState::default()),
+                };
+                (id, Arc::new(peer))
+            })
+            .collect();
+        Net {
+            identity,
+            peers,
+            faults,
+            dialer,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
+
+    /// Whether the peer's connection is currently up (for status pages).
+    pub async fn connected(&self, peer: &str) -> bool {
+        match self.peers.get(peer) {
+            Some(p) => p
+                .state
+                .lock()
+                .await
+                .conn
+                .as_ref()
+                .is_some_and(|c| !c.is_closed()),
+            None => false,
+        }
+    }
+
+    /// Sends `request` to `peer` and waits up to `timeout` for its answer.
+    pub async fn call(
+        &self,
+        peer: &str,
+        request: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, NetError> {
+        let rule = self.faults.rule(peer);
+        if rule.cut {
+            return Err(NetError::Unreachable {
+                peer: peer.to_owned(),
+                reason: "cut by fault injection".into(),
+            });
+        }
+        let p = self
+            .peers
+            .get(peer)
+            .ok_or_else(|| NetError::UnknownPeer(peer.to_owned()))?;
+        let attempt = async {
+            if let Some(delay) = rule.delay {
+                tokio::time::sleep(delay).await;
+            }
+            let conn = self.connection(p).await?;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            conn.request(id, request).await
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .unwrap_or_else(|_| Err(NetError::Timeout(peer.to_owned())))
+    }
+
+    async fn connection(&self, peer: &Peer) -> Result<Arc<Conn>, NetError> {
+        let mut state = peer.state.lock().await;
+        if let Some(conn) = state.conn.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(conn.clone());
+        }
+        if let Some(at) = state.retry_at.filter(|at| Instant::now() < *at) {
+            return Err(NetError::Unreachable {
+                peer: peer.id.clone(),
+                reason: format!(
+                    "reconnecting after {} failures, next attempt in {} ms",
+                    state.failures,
+                    at.saturating_duration_since(Instant::now()).as_millis()
+                ),
+            });
+        }
+        let dialed = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Conn::connect(&*self.dialer, peer.addr, &peer.id, &self.identity),
+        )
+        .await
+        .unwrap_or_else(|_| Err("dial and handshake timed out".into()));
+        match dialed {
+            Ok(conn) => {
+                if state.failures > 0 {
+                    tracing::info!(peer = %peer.id, "reconnected to peer");
+                }
+                state.failures = 0;
+                state.retry_at = None;
+                state.conn = Some(conn.clone());
+                Ok(conn)
+            }
+            Err(reason) => {
+                if state.failures == 0 {
+                    tracing::warn!(peer = %peer.id, addr = %peer.addr, %reason, "cannot connect to peer");
+                }
+                state.failures = state.failures.saturating_add(1);
+                let backoff = BACKOFF_MIN
+                    .saturating_mul(1 << state.failures.min(16))
+                    .min(BACKOFF_MAX);
+                state.retry_at = Some(Instant::now() + backoff);
+                state.conn = None;
+                Err(NetError::Unreachable {
+                    peer: peer.id.clone(),
+                    reason,
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The accept side: peers connect, say hello, and send requests that the [`Handler`] answers
+//! concurrently; answers go back on the same connection as they finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::conn::write_frames;
+use super::frame::{self, Frame, Hello, Kind, PROTOCOL_VERSION};
+use super::{Handler, Identity, Stream};
+
+/// A connection must say hello within this time.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+const RESPONSE_QUEUE: usize = 4096;
+
+/// Accepts peer connections until the returned future is dropped (which also drops every
+/// connection it accepted).
+pub async fn serve(listener: TcpListener, me: Identity, handler: Arc<dyn Handler>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(%addr, error = %e, "could not set TCP_NODELAY");
+                    }
+                    connections.spawn(serve_connection(Box::new(stream), addr, me.clone(), handler.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a peer connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: Box<dyn Stream>,
+    addr: SocketAddr,
+    me: Identity,
+    handler: Arc<dyn Handler>,
+) {
+    let (r, w) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(r, frame::codec());
+    let mut writer = FramedWrite::new(w, frame::codec());
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
+        Ok(Some(Ok(raw))) => Frame::decode(raw).and_then(|f| Hello::from_frame(&f)),
+        _ => None,
+    };
+    let Some(hello) = hello else {
+        tracing::warn!(%addr, "closing a connection on the peer port that did not start with a valid hello");
+        return;
+    };
+    if hello.protocol != PROTOCOL_VERSION || hello.cluster_hash != me.cluster_hash {
+        tracing::warn!(
+            %addr,
+            peer = %hello.node_id,
+            their_hash = format!("{:x}", hello.cluster_hash),
+            our_hash = format!("{:x}", me.cluster_hash),
+            their_protocol = hello.protocol,
+            "refusing peer: its cluster settings or protocol differ from ours"
+        );
+        return;
+    }
+    let ours = Hello {
+        node_id: me.node_id.clone(),
+        cluster_hash: me.cluster_hash,
+        protocol: PROTOCOL_VERSION,
+    };
+    if writer.send(ours.frame().encode()).await.is_err() {
+        return;
+    }
+    let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(write_frames(writer, rx));
+    let from: Arc<str> = hello.node_id.into();
+    while let Some(Ok(raw)) = reader.next().await {
+        let Some(request) = Frame::decode(raw).filter(|f| f.kind == Kind::Request) else {
+            tracing::warn!(%addr, peer = %from, "peer sent a malformed frame; disconnecting");
+            return;
+        };
+        let (tx, handler, from) = (tx.clone(), handler.clone(), from.clone());
+        tasks.spawn(async move {
+            let body = handler.handle(&from, request.body).await;
+            let response = Frame {
+                kind: Kind::Response,
+                id: request.id,
+                body,
+            };
+            let _ = tx.send(response.encode()).await;
+        });
+        // Reap finished request tasks so a long-lived connection does not accumulate them.
+        while tasks.try_join_next().is_some() {}
+    }
+}

@@ -1,0 +1,229 @@
+//! One running node: its replica, transport, coordinator and HTTP server, wired together and
+//! shut down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState};
+use crate::causal::{SiblingLimits, SystemClock};
+use crate::config::{Config, ConfigError};
+use crate::coordinator::{Coordinator, Service};
+use crate::net::{self, Faults, Identity, Net, TcpDialer};
+use crate::replica::{Replica, ReplicaError};
+use crate::ring::Ring;
+
+/// How long shutdown waits for in-flight requests before letting go of the storage anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot bind {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+}
+
+/// Sockets bound ahead of start, so tests can use port 0 and learn the ports first.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub peer: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(http: SocketAddr, peer: SocketAddr) -> Result<Listeners, NodeError> {
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { what, addr, source })
+        };
+        Ok(Listeners {
+            http: bind("http_addr", http).await?,
+            peer: bind("peer_addr", peer).await?,
+        })
+    }
+}
+
+pub struct Node {
+    node_id: String,
+    http_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    faults: Arc<Faults>,
+    replica: Arc<Replica>,
+    http_stop: Option<oneshot::Sender<()>>,
+    http_task: JoinHandle<()>,
+    peer_task: JoinHandle<()>,
+}
+
+impl Node {
+    /// Validates the config, opens the data directory and starts serving on `listeners`.
+    pub async fn start(config: Config, listeners: Listeners) -> Result<Node, NodeError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let http_addr = listeners
+            .http
+            .local_addr()
+            .map_err(|source| NodeError::Bind {
+                what: "http_addr",
+                addr: config.http_addr,
+                source,
+            })?;
+        let peer_addr = listeners
+            .peer
+            .local_addr()
+            .map_err(|source| NodeError::Bind {
+                what: "peer_addr",
+                addr: config.peer_addr,
+                source,
+            })?;
+        let replica = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || {
+                Replica::open(
+                    &config.data_dir,
+                    &config.node_id,
+                    config.storage_options(),
+                    Arc::new(SystemClock),
+                    SiblingLimits::default(),
+                )
+            })
+            .await
+            .map_err(|e| ReplicaError::Identity(std::io::Error::other(e)))??
+        };
+        let replica = Arc::new(replica);
+        let identity = Identity {
+            node_id: config.node_id.clone(),
+            cluster_hash: config.cluster_hash(),
+        };
+        let peers = config
+            .cluster
+            .members
+            .iter()
+            .filter(|m| m.id != config.node_id)
+            .map(|m| (m.id.clone(), m.peer_addr));
+        let faults = Arc::new(Faults::default());
+        let net = Arc::new(Net::new(
+            identity.clone(),
+            peers,
+            faults.clone(),
+            Arc::new(TcpDialer),
+        ));
+        let ring = Ring::new(
+            config
+                .cluster
+                .members
+                .iter()
+                .map(|m| m.id.clone())
+                .collect(),
+            config.cluster.ring_size,
+        );
+        let coordinator = Arc::new(Coordinator::new(config.clone(), ring, replica.clone(), net));
+        let peer_task = tokio::spawn(net::serve(
+            listeners.peer,
+            identity,
+            Arc::new(Service::new(coordinator.clone())),
+        ));
+        let app = api::router(AppState {
+            coordinator,
+            config: config.clone(),
+            started: Instant::now(),
+        });
+        let (http_stop, stopped) = oneshot::channel::<()>();
+        let listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let http_task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(node = %config.node_id, %http_addr, %peer_addr, actor = %replica.actor(), "node started");
+        Ok(Node {
+            node_id: config.node_id.clone(),
+            http_addr,
+            peer_addr,
+            faults,
+            replica,
+            http_stop: Some(http_stop),
+            http_task,
+            peer_task,
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The fault-injection seam of this node's outgoing messages.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
+
+    /// Stops serving, lets in-flight requests finish, syncs and marks a clean shutdown.
+    pub async fn shutdown(self) {
+        let node_id = self.node_id.clone();
+        if let Some(replica) = self.stop().await {
+            if let Err(e) = replica.close() {
+                tracing::error!(node = %node_id, error = %e, "clean shutdown failed");
+            }
+        }
+        tracing::info!(node = %node_id, "node stopped");
+    }
+
+    /// Stops the node as a crash would: no clean-shutdown marker, so it restarts with a new
+    /// epoch. (In-flight requests still finish, so the data directory is free afterwards.)
+    pub async fn crash(self) {
+        drop(self.stop().await);
+    }
+
+    /// Stops both servers and waits (bounded) until nothing else holds the replica, so the
+    /// storage is closed and its directory free when the returned handle is dropped.
+    async fn stop(mut self) -> Option<Arc<Replica>> {
+        if let Some(stop) = self.http_stop.take() {
+            let _ = stop.send(());
+        }
+        self.peer_task.abort();
+        let _ = self.peer_task.await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.http_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(node = %self.node_id, "in-flight HTTP requests did not finish in time");
+            self.http_task.abort();
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while Arc::strong_count(&self.replica) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if Arc::strong_count(&self.replica) > 1 {
+            tracing::warn!(node = %self.node_id, "replica still in use at shutdown");
+            return None;
+        }
+        Some(self.replica)
+    }
+}

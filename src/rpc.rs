@@ -1,0 +1,91 @@
+//! The messages nodes exchange over [`crate::net`], encoded with postcard. The transport carries
+//! them as opaque bytes; the coordinator sends them and the replica service answers them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::causal::{Actor, VersionVector};
+
+/// What a client write does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    Put { data: Vec<u8>, content_type: String },
+    Delete,
+}
+
+/// A client write forwarded to a replica of the key, which coordinates it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutRequest {
+    pub bucket: String,
+    pub key: String,
+    /// The client's causal context, as (actor, counter) pairs.
+    pub context: Vec<(String, u64)>,
+    pub op: WriteOp,
+    pub w: u8,
+    pub pw: u8,
+    pub timeout_ms: u64,
+}
+
+impl PutRequest {
+    pub fn context(&self) -> VersionVector {
+        self.context
+            .iter()
+            .map(|(a, n)| (Actor::new(a.clone()), *n))
+            .collect()
+    }
+}
+
+pub fn context_pairs(context: &VersionVector) -> Vec<(String, u64)> {
+    context
+        .iter()
+        .map(|(a, n)| (a.as_str().to_owned(), n))
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Put(PutRequest),
+    /// Merge this encoded state into your copy of the key.
+    Sync {
+        bucket: String,
+        key: String,
+        state: Vec<u8>,
+    },
+    /// Send your copy of the key.
+    Read {
+        bucket: String,
+        key: String,
+    },
+}
+
+/// Why a replica could not do what was asked; mapped to an HTTP status by the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Failure {
+    TooManySiblings { count: usize, max: usize },
+    TooLarge { bytes: usize, max: usize },
+    Insufficient { needed: u8, acked: u8 },
+    Internal(String),
+}
+
+/// The result of a coordinated write: the state after it, and how many replicas stored it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutOutcome {
+    pub state: Vec<u8>,
+    pub acked: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Put(Result<PutOutcome, Failure>),
+    Synced(Result<(), Failure>),
+    /// The replica's encoded state, or `None` if it holds nothing for the key.
+    State(Result<Option<Vec<u8>>, Failure>),
+}
+
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    // Serializing these plain data types into a Vec cannot fail.
+    postcard::to_allocvec(message).unwrap_or_default()
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+    postcard::from_bytes(bytes).ok()
+}
