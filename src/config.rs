@@ -240,6 +240,33 @@ pub fn name_problem(name: &str) -> Option<&'static str> {
 }
 
 impl Config {
+    /// The configs of a local cluster with default settings: one per member, data under
+    /// `data_root/<id>` (what `quorumkv dev` and the tests run).
+    pub fn local_cluster(members: Vec<Member>, data_root: &Path) -> Vec<Config> {
+        let n = BucketDefaults::default().n.min(members.len() as u8);
+        members
+            .iter()
+            .map(|m| Config {
+                node_id: m.id.clone(),
+                http_addr: m.http_addr,
+                peer_addr: m.peer_addr,
+                data_dir: data_root.join(&m.id),
+                cluster: ClusterConfig {
+                    ring_size: 64,
+                    members: members.clone(),
+                },
+                defaults: BucketDefaults {
+                    n,
+                    ..BucketDefaults::default()
+                },
+                buckets: BTreeMap::new(),
+                storage: StorageConfig::default(),
+                anti_entropy: AntiEntropyConfig::default(),
+                handoff: HandoffConfig::default(),
+            })
+            .collect()
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;

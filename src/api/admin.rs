@@ -1,12 +1,13 @@
 //! `/health` and `/admin/*`: what operators look at.
 
-use axum::extract::{RawPathParams, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::{params, respond, AppState};
+use super::params::{self, PathParams};
+use super::{respond, AppState};
 use crate::causal::{token, KeyState};
 
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
@@ -61,35 +62,20 @@ pub async fn ring(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-fn bucket_key(path: &RawPathParams) -> Result<(String, String), ApiError> {
-    let mut bucket = None;
-    let mut key = None;
-    for (name, value) in path {
-        match name {
-            "bucket" => bucket = Some(params::name("bucket", value)?),
-            "key" => key = Some(params::name("key", value)?),
-            _ => {}
-        }
-    }
-    bucket
-        .zip(key)
-        .ok_or_else(|| ApiError::bad_request("bad_key", "expected {bucket}/{key}"))
-}
-
 pub async fn preflist(
     State(state): State<AppState>,
-    path: RawPathParams,
+    path: PathParams,
 ) -> Result<Json<Value>, ApiError> {
-    let (bucket, key) = bucket_key(&path)?;
+    let (bucket, key) = params::bucket_key(path)?;
     let (partition, nodes) = state.coordinator.preference_list(&bucket, &key);
     Ok(Json(json!({ "partition": partition, "nodes": nodes })))
 }
 
 pub async fn replica(
     State(state): State<AppState>,
-    path: RawPathParams,
+    path: PathParams,
 ) -> Result<Json<Value>, ApiError> {
-    let (bucket, key) = bucket_key(&path)?;
+    let (bucket, key) = params::bucket_key(path)?;
     let stored = state
         .coordinator
         .replica()

@@ -1,12 +1,12 @@
 //! `GET`, `PUT` and `DELETE /kv/{bucket}/{key}`.
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{RawPathParams, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::params::{self, RequestKnobs};
+use super::params::{self, PathParams, RequestKnobs};
 use super::{respond, AppState};
 use crate::causal::MAX_NAME_LEN;
 use crate::rpc::WriteOp;
@@ -20,32 +20,18 @@ struct Target {
     knobs: RequestKnobs,
 }
 
-fn target(state: &AppState, path: &RawPathParams, query: Option<&str>) -> Result<Target, ApiError> {
-    let mut bucket = None;
-    let mut key = None;
-    for (name, value) in path {
-        match name {
-            "bucket" => bucket = Some(params::name("bucket", value)?),
-            "key" => key = Some(params::name("key", value)?),
-            _ => {}
-        }
-    }
-    let (Some(bucket), Some(key)) = (bucket, key) else {
-        return Err(ApiError::bad_request(
-            "bad_key",
-            "expected /kv/{bucket}/{key}",
-        ));
-    };
+fn target(state: &AppState, path: PathParams, query: Option<&str>) -> Result<Target, ApiError> {
+    let (bucket, key) = params::bucket_key(path)?;
     let knobs = params::knobs(query, state.config.bucket(&bucket))?;
     Ok(Target { bucket, key, knobs })
 }
 
 pub async fn get(
     State(state): State<AppState>,
-    path: RawPathParams,
+    path: PathParams,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let t = target(&state, &path, query.as_deref())?;
+    let t = target(&state, path, query.as_deref())?;
     let found = state
         .coordinator
         .get(&t.bucket, &t.key, t.knobs.knobs)
@@ -55,12 +41,12 @@ pub async fn get(
 
 pub async fn put(
     State(state): State<AppState>,
-    path: RawPathParams,
+    path: PathParams,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let t = target(&state, &path, query.as_deref())?;
+    let t = target(&state, path, query.as_deref())?;
     let context = params::context(&headers, &t.bucket, &t.key)?;
     let max = state.config.storage.max_value_bytes;
     let data = match to_bytes(body, max).await {
@@ -98,11 +84,11 @@ pub async fn put(
 
 pub async fn delete(
     State(state): State<AppState>,
-    path: RawPathParams,
+    path: PathParams,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let t = target(&state, &path, query.as_deref())?;
+    let t = target(&state, path, query.as_deref())?;
     let context = params::context(&headers, &t.bucket, &t.key)?;
     write(state, t, context, WriteOp::Delete).await
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::RawPathParams;
 use axum::http::HeaderMap;
 use percent_encoding::percent_decode_str;
 
@@ -14,20 +16,34 @@ pub const CONTEXT_HEADER: &str = "x-causal-context";
 const DEFAULT_TIMEOUT_MS: u64 = 5000;
 const MAX_TIMEOUT_MS: u64 = 60_000;
 
-/// Decodes and checks a bucket or key path segment: 1–255 bytes of UTF-8 after
-/// percent-decoding, no control characters, and for buckets no `/`.
-pub fn name(what: &'static str, raw: &str) -> Result<String, ApiError> {
+/// The path parameters of a `/{bucket}/{key}` route, or why the router refused them.
+pub type PathParams = Result<RawPathParams, RawPathParamsRejection>;
+
+/// The bucket and key of a `/{bucket}/{key}` route, checked. The router has already
+/// percent-decoded them, refusing anything that is not UTF-8 afterwards.
+pub fn bucket_key(path: PathParams) -> Result<(String, String), ApiError> {
+    let path = path.map_err(|e| ApiError::bad_request("bad_key", e.body_text()))?;
+    let mut bucket = None;
+    let mut key = None;
+    for (param, value) in &path {
+        match param {
+            "bucket" => bucket = Some(name("bucket", value)?),
+            "key" => key = Some(name("key", value)?),
+            _ => {}
+        }
+    }
+    bucket
+        .zip(key)
+        .ok_or_else(|| ApiError::bad_request("bad_key", "expected /{bucket}/{key}"))
+}
+
+/// Checks a decoded bucket or key: 1–255 bytes, no control characters, and for buckets no `/`.
+fn name(what: &'static str, decoded: &str) -> Result<String, ApiError> {
     let error = if what == "bucket" {
         "bad_bucket"
     } else {
         "bad_key"
     };
-    let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| {
-        ApiError::bad_request(
-            error,
-            format!("the {what} is not UTF-8 after percent-decoding"),
-        )
-    })?;
     let problem = if decoded.is_empty() {
         Some("must not be empty")
     } else if decoded.len() > MAX_NAME_BYTES {
@@ -41,7 +57,7 @@ pub fn name(what: &'static str, raw: &str) -> Result<String, ApiError> {
     };
     match problem {
         Some(p) => Err(ApiError::bad_request(error, format!("the {what} {p}"))),
-        None => Ok(decoded.into_owned()),
+        None => Ok(decoded.to_owned()),
     }
 }
 

@@ -1,12 +1,10 @@
 //! `quorumkv dev`: the embedded default, a local cluster in one process.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{
-    AntiEntropyConfig, BucketDefaults, ClusterConfig, Config, HandoffConfig, Member, StorageConfig,
-};
+use crate::config::{Config, Member};
 use crate::node::{Listeners, Node};
 
 use super::{fail, runtime, wait_for_ctrl_c, EXIT_USAGE};
@@ -24,44 +22,19 @@ pub struct DevArgs {
     base_port: u16,
 }
 
-/// The configs of a local cluster: `nodes` members on 127.0.0.1, default settings.
-pub fn configs(nodes: u16, base_port: u16, data_dir: &Path) -> Vec<Config> {
-    let addr = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let members: Vec<Member> = (1..=nodes)
-        .map(|i| Member {
-            id: format!("n{i}"),
-            http_addr: addr(base_port + i),
-            peer_addr: addr(base_port + 100 + i),
-        })
-        .collect();
-    members
-        .iter()
-        .map(|m| Config {
-            node_id: m.id.clone(),
-            http_addr: m.http_addr,
-            peer_addr: m.peer_addr,
-            data_dir: data_dir.join(&m.id),
-            cluster: ClusterConfig {
-                ring_size: 64,
-                members: members.clone(),
-            },
-            defaults: BucketDefaults {
-                n: BucketDefaults::default().n.min(nodes as u8),
-                ..BucketDefaults::default()
-            },
-            buckets: Default::default(),
-            storage: StorageConfig::default(),
-            anti_entropy: AntiEntropyConfig::default(),
-            handoff: HandoffConfig::default(),
-        })
-        .collect()
-}
-
 pub fn run(args: DevArgs) -> ExitCode {
     if u32::from(args.base_port) + 100 + u32::from(args.nodes) > 65535 {
         return fail(EXIT_USAGE, "base-port leaves no room for the peer ports");
     }
-    let configs = configs(args.nodes, args.base_port, &args.data_dir);
+    let addr = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let members = (1..=args.nodes)
+        .map(|i| Member {
+            id: format!("n{i}"),
+            http_addr: addr(args.base_port + i),
+            peer_addr: addr(args.base_port + 100 + i),
+        })
+        .collect();
+    let configs = Config::local_cluster(members, &args.data_dir);
     if let Some(Err(e)) = configs.first().map(Config::validate) {
         return fail(EXIT_USAGE, e);
     }

@@ -1,0 +1,207 @@
+//! A real cluster inside the test process: nodes on 127.0.0.1 port-0 sockets, each with its
+//! own data directory, with helpers to cut nodes off at the transport seam and restart them.
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use quorumkv::config::{BucketOverride, Config, Conflict, Member};
+use quorumkv::node::{Listeners, Node};
+use reqwest::{Method, StatusCode};
+
+pub struct TestCluster {
+    pub configs: Vec<Config>,
+    nodes: Vec<Option<Node>>,
+    _dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+}
+
+/// What a request got back.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub context: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The values shown: the body of a 200, or each sibling's value of a 300, sorted.
+    pub fn values(&self) -> Vec<String> {
+        let mut values = match self.status {
+            StatusCode::OK => vec![self.text()],
+            StatusCode::MULTIPLE_CHOICES => self.json()["siblings"]
+                .as_array()
+                .map(|s| {
+                    s.iter()
+                        .map(|v| v["value"].as_str().unwrap_or("").to_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        values.sort();
+        values
+    }
+}
+
+impl TestCluster {
+    /// Starts `n` nodes with default settings, plus a `sessions` bucket in LWW mode.
+    pub async fn start(n: usize) -> TestCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut listeners = Vec::new();
+        let mut members = Vec::new();
+        for i in 1..=n {
+            let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+            let l = Listeners::bind(any, any).await.expect("bind");
+            members.push(Member {
+                id: format!("n{i}"),
+                http_addr: l.http.local_addr().expect("addr"),
+                peer_addr: l.peer.local_addr().expect("addr"),
+            });
+            listeners.push(l);
+        }
+        let mut configs = Config::local_cluster(members, dir.path());
+        for c in &mut configs {
+            c.buckets.insert(
+                "sessions".into(),
+                BucketOverride {
+                    conflict: Some(Conflict::Lww),
+                    ..BucketOverride::default()
+                },
+            );
+        }
+        let mut nodes = Vec::new();
+        for (config, l) in configs.iter().zip(listeners) {
+            nodes.push(Some(
+                Node::start(config.clone(), l).await.expect("start node"),
+            ));
+        }
+        TestCluster {
+            configs,
+            nodes,
+            _dir: dir,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        self.configs.len()
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    pub fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{}", self.configs[i].http_addr, path)
+    }
+
+    /// Cuts node `i` off from every other node, both directions, at the transport seam.
+    pub fn cut_off(&self, i: usize) {
+        let me = &self.configs[i].node_id;
+        for (j, node) in self.nodes.iter().enumerate() {
+            let Some(node) = node else { continue };
+            if j == i {
+                for c in &self.configs {
+                    node.faults().cut(&c.node_id);
+                }
+            } else {
+                node.faults().cut(me);
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        for node in self.nodes.iter().flatten() {
+            node.faults().heal_all();
+        }
+    }
+
+    /// Stops node `i` cleanly (or as a crash) and starts it again on the same ports and data.
+    pub async fn restart(&mut self, i: usize, crash: bool) {
+        let node = self.nodes[i].take().expect("node is running");
+        if crash {
+            node.crash().await;
+        } else {
+            node.shutdown().await;
+        }
+        let c = self.configs[i].clone();
+        let l = Listeners::bind(c.http_addr, c.peer_addr)
+            .await
+            .expect("rebind");
+        self.nodes[i] = Some(Node::start(c, l).await.expect("restart"));
+    }
+
+    pub async fn request(
+        &self,
+        i: usize,
+        method: Method,
+        path: &str,
+        context: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> Answer {
+        let mut req = self.client.request(method, self.url(i, path));
+        if let Some(ctx) = context {
+            req = req.header("x-causal-context", ctx);
+        }
+        if let Some(body) = body {
+            req = req.header("content-type", "text/plain").body(body.to_vec());
+        }
+        let resp = req.send().await.expect("request");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (context, content_type) = (header("x-causal-context"), header("content-type"));
+        Answer {
+            status: resp.status(),
+            context,
+            content_type,
+            body: resp.bytes().await.expect("body").to_vec(),
+        }
+    }
+
+    pub async fn get(&self, i: usize, path: &str) -> Answer {
+        self.request(i, Method::GET, path, None, None).await
+    }
+
+    pub async fn put(&self, i: usize, path: &str, context: Option<&str>, value: &str) -> Answer {
+        self.request(i, Method::PUT, path, context, Some(value.as_bytes()))
+            .await
+    }
+
+    /// Waits until `check` holds, up to `limit`; the condition, not a sleep, is what we wait for.
+    pub async fn eventually<F, Fut>(&self, limit: Duration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + limit;
+        loop {
+            if check().await {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        for node in self.nodes.iter_mut().filter_map(Option::take) {
+            node.shutdown().await;
+        }
+    }
+}
