@@ -180,19 +180,22 @@ async fn admin_endpoints() {
     c.shutdown().await;
 }
 
+/// method, path, context header, body, expected status, expected error word.
+type BadCase<'a> = (
+    Method,
+    String,
+    Option<&'a str>,
+    Option<Vec<u8>>,
+    StatusCode,
+    &'static str,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_a_4xx_json_error_and_the_node_keeps_serving() {
     let c = TestCluster::start(3).await;
     let long_key = "k".repeat(256);
     let huge_token = "A".repeat(10_000);
-    let cases: Vec<(
-        Method,
-        String,
-        Option<&str>,
-        Option<Vec<u8>>,
-        StatusCode,
-        &str,
-    )> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             Method::GET,
             "/kv/b/k?r=0".into(),
