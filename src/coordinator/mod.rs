@@ -105,25 +105,24 @@ impl Coordinator {
             .map(|node| self.read_from(node, bucket, key, deadline))
             .collect();
         let mut merged: Option<KeyState> = None;
-        let insufficient = |t: &Tally| Failure::Insufficient {
-            needed: t.needed(),
-            acked: t.acked(),
-        };
-        loop {
-            let next = tokio::time::timeout_at(deadline.into(), reads.next()).await;
-            let progress = match next {
-                Err(_) | Ok(None) => return Err(insufficient(&tally)),
+        while !tally.settled() {
+            match tokio::time::timeout_at(deadline.into(), reads.next()).await {
+                Err(_) | Ok(None) => break,
                 Ok(Some(Ok(state))) => {
                     merged = merge(merged, state)?;
-                    tally.ack(true)
+                    tally.ack(true);
                 }
-                Ok(Some(Err(_))) => tally.fail(true),
-            };
-            match progress {
-                Progress::Met => return Ok(merged),
-                Progress::Impossible => return Err(insufficient(&tally)),
-                Progress::Pending => {}
+                Ok(Some(Err(_))) => {
+                    tally.fail(true);
+                }
             }
+        }
+        match tally.progress() {
+            Progress::Met => Ok(merged),
+            _ => Err(Failure::Insufficient {
+                needed: tally.needed(),
+                acked: tally.acked(),
+            }),
         }
     }
 
@@ -195,7 +194,7 @@ impl Coordinator {
         let encoded = state.encode();
         let count = primaries.len() as u8;
         let mut tally = Tally::new(request.w.max(request.pw), request.pw, count, count);
-        let mut progress = tally.ack(true);
+        tally.ack(true);
 
         // Replication runs in tasks of its own so it completes even after we have answered.
         let (tx, mut rx) = mpsc::channel(primaries.len().max(1));
@@ -219,14 +218,14 @@ impl Coordinator {
             });
         }
         drop(tx);
-        while progress == Progress::Pending {
-            progress = match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+        while !tally.settled() {
+            match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
                 Ok(Some(true)) => tally.ack(true),
                 Ok(Some(false)) => tally.fail(true),
-                Ok(None) | Err(_) => Progress::Impossible,
+                Ok(None) | Err(_) => break,
             };
         }
-        if progress == Progress::Met {
+        if tally.progress() == Progress::Met {
             Ok(PutOutcome {
                 state: encoded,
                 acked: tally.acked(),

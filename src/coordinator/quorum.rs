@@ -61,6 +61,16 @@ impl Tally {
         self.need
     }
 
+    /// Whether an answer is final: met, or out of reach with every replica heard from (so the
+    /// ack count reported with a failure is the real one, not a snapshot).
+    pub fn settled(&self) -> bool {
+        match self.progress() {
+            Progress::Met => true,
+            Progress::Impossible => self.outstanding == 0,
+            Progress::Pending => false,
+        }
+    }
+
     pub fn progress(&self) -> Progress {
         if self.acked >= self.need && self.acked_primary >= self.need_primary {
             Progress::Met
@@ -86,11 +96,14 @@ mod tests {
     }
 
     #[test]
-    fn impossible_as_soon_as_too_many_fail() {
+    fn impossible_as_soon_as_too_many_fail_and_settled_once_all_answered() {
         let mut t = Tally::new(3, 0, 3, 3);
         assert_eq!(t.ack(true), Progress::Pending);
         assert_eq!(t.fail(true), Progress::Impossible);
-        assert_eq!(t.acked(), 1);
+        assert!(!t.settled());
+        assert_eq!(t.ack(true), Progress::Impossible);
+        assert!(t.settled());
+        assert_eq!(t.acked(), 2);
     }
 
     #[test]

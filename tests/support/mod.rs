@@ -134,6 +134,18 @@ impl TestCluster {
         } else {
             node.shutdown().await;
         }
+        self.start_again(i).await;
+    }
+
+    /// Crashes node `i`, deletes its data directory, and starts it again empty.
+    pub async fn crash_and_wipe(&mut self, i: usize) {
+        let node = self.nodes[i].take().expect("node is running");
+        node.crash().await;
+        std::fs::remove_dir_all(&self.configs[i].data_dir).expect("wipe");
+        self.start_again(i).await;
+    }
+
+    async fn start_again(&mut self, i: usize) {
         let c = self.configs[i].clone();
         let l = Listeners::bind(c.http_addr, c.peer_addr)
             .await

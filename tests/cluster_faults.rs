@@ -1,0 +1,179 @@
+//! The cluster under faults: nodes cut off at the transport seam, concurrent writers on one
+//! key, nodes crashed, restarted and wiped.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use reqwest::StatusCode;
+use support::TestCluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_needs_every_replica_while_a_quorum_does_not() {
+    let c = TestCluster::start(3).await;
+    c.cut_off(2);
+    // n=3 on 3 nodes: every key has all three as primaries, so n3 is always one of them.
+    let w_all = c.put(0, "/kv/b/k?w=all", None, "v").await;
+    assert_eq!(w_all.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body = w_all.json();
+    assert_eq!(body["error"], "insufficient_replicas");
+    assert_eq!(
+        (body["needed"].as_u64(), body["acked"].as_u64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(
+        c.put(0, "/kv/b/k?w=2", None, "v").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.put(1, "/kv/b/k?pw=3", None, "v").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let r_all = c.get(1, "/kv/b/k?r=all").await;
+    assert_eq!(r_all.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r_all.json()["needed"], 3);
+    assert_eq!(
+        c.get(1, "/kv/b/k?r=2").await.status,
+        StatusCode::MULTIPLE_CHOICES
+    );
+    // The cut-off node itself cannot reach a quorum either.
+    assert_eq!(
+        c.put(2, "/kv/b/k", None, "v").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    c.heal();
+    let healed = c.put(0, "/kv/b/k2?w=all", None, "v").await;
+    assert_eq!(healed.status, StatusCode::NO_CONTENT);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pw_is_refused_when_a_primary_is_down() {
+    let c = TestCluster::start(5).await;
+    let preflist = c.get(0, "/admin/preflist/carts/pw").await.json();
+    let nodes: Vec<String> = serde_json::from_value(preflist["nodes"].clone()).expect("nodes");
+    let index = |id: &str| {
+        c.configs
+            .iter()
+            .position(|cfg| cfg.node_id == id)
+            .expect("member")
+    };
+    let down = index(&nodes[2]);
+    let coordinator = (0..5).find(|&i| i != down).expect("another node");
+    c.cut_off(down);
+    let refused = c.put(coordinator, "/kv/carts/pw?pw=3", None, "v").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.json()["acked"], 2);
+    let accepted = c.put(coordinator, "/kv/carts/pw?w=2&pw=2", None, "v").await;
+    assert_eq!(accepted.status, StatusCode::NO_CONTENT);
+    // A node outside the preference list forwards the write to a live primary.
+    let outsider = (0..5)
+        .find(|&i| !nodes.contains(&c.configs[i].node_id))
+        .expect("a non-replica");
+    let forwarded = c
+        .put(outsider, "/kv/carts/pw?return_body=true", None, "fwd")
+        .await;
+    assert_eq!(
+        forwarded.status,
+        StatusCode::MULTIPLE_CHOICES,
+        "{}",
+        forwarded.text()
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_blind_writers_never_lose_an_acknowledged_value() {
+    let c = std::sync::Arc::new(TestCluster::start(3).await);
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..6 {
+                    let value = format!("w{w}-{i}");
+                    let a = c
+                        .put((w + i) % 3, "/kv/carts/contended", None, &value)
+                        .await;
+                    if a.status == StatusCode::NO_CONTENT {
+                        acked.push(value);
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = BTreeSet::new();
+    for w in writers {
+        acked.extend(w.await.expect("writer"));
+    }
+    assert_eq!(
+        acked.len(),
+        48,
+        "a healthy cluster acknowledges every write"
+    );
+    let read = c.get(1, "/kv/carts/contended?r=all").await;
+    let shown: BTreeSet<String> = read.values().into_iter().collect();
+    assert_eq!(shown, acked);
+    if let Ok(c) = std::sync::Arc::try_unwrap(c) {
+        c.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_serves_everything_it_acknowledged() {
+    let mut c = TestCluster::start(3).await;
+    for i in 0..100 {
+        let a = c
+            .put(
+                i % 3,
+                &format!("/kv/b/key-{i}?w=all"),
+                None,
+                &format!("v{i}"),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::NO_CONTENT);
+    }
+    let before = actor_of(&c, 1).await;
+    c.restart(1, false).await;
+    assert_eq!(
+        actor_of(&c, 1).await,
+        before,
+        "a clean restart keeps the actor"
+    );
+    c.restart(1, true).await;
+    assert_ne!(actor_of(&c, 1).await, before, "a crash draws a new epoch");
+    for i in 0..100 {
+        let a = c.get(1, &format!("/admin/replica/b/key-{i}")).await;
+        assert_eq!(a.status, StatusCode::OK, "key-{i}");
+        assert_eq!(a.json()["siblings"][0]["value"], format!("v{i}"));
+    }
+    c.shutdown().await;
+}
+
+/// Riak's kv679_dataloss at cluster level: a node loses its data and writes again; its new
+/// write must not be mistaken for the old one it replicated before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_does_not_lose_its_new_writes() {
+    let mut c = TestCluster::start(3).await;
+    assert_eq!(
+        c.put(0, "/kv/b/k?w=all", None, "before").await.status,
+        StatusCode::NO_CONTENT
+    );
+    c.crash_and_wipe(0).await;
+    assert_eq!(
+        c.put(0, "/kv/b/k?w=all", None, "after").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.get(1, "/kv/b/k?r=all").await.values(),
+        ["after", "before"]
+    );
+    c.shutdown().await;
+}
+
+async fn actor_of(c: &TestCluster, i: usize) -> Option<String> {
+    c.get(i, "/admin/status").await.json()["actor"]
+        .as_str()
+        .map(str::to_owned)
+}
