@@ -1,0 +1,197 @@
+//! The built binary, as an operator runs it: `quorumkv serve` processes killed and restarted
+//! on the same data directory, and the exit status for a bad config.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
+
+/// A free port on 127.0.0.1 (released before the node binds it).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn write_configs(dir: &Path, http: &[u16], peer: &[u16]) {
+    let members: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "  {{ id = \"n{}\", peer_addr = \"127.0.0.1:{}\", http_addr = \"127.0.0.1:{}\" }},",
+                i + 1,
+                peer[i],
+                http[i]
+            )
+        })
+        .collect();
+    for i in 0..3 {
+        let text = format!(
+            "node_id = \"n{n}\"\nhttp_addr = \"127.0.0.1:{h}\"\npeer_addr = \"127.0.0.1:{p}\"\n\
+             data_dir = \"{d}\"\n\n[cluster]\nring_size = 64\nmembers = [\n{m}\n]\n\n\
+             [storage]\nsync = \"always\"\n",
+            n = i + 1,
+            h = http[i],
+            p = peer[i],
+            d = dir.join(format!("n{}", i + 1)).display(),
+            m = members.join("\n"),
+        );
+        std::fs::write(dir.join(format!("n{}.toml", i + 1)), text).expect("write config");
+    }
+}
+
+fn serve(dir: &Path, i: usize) -> Child {
+    Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.join(format!("n{}.toml", i + 1)))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn quorumkv serve")
+}
+
+async fn wait_healthy(client: &reqwest::Client, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let url = format!("http://127.0.0.1:{port}/health");
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node on {port} never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_restarted_by_serve_serves_what_it_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let peer: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    write_configs(dir.path(), &http, &peer);
+    let mut nodes: Vec<Child> = (0..3).map(|i| serve(dir.path(), i)).collect();
+    let client = reqwest::Client::new();
+    for &port in &http {
+        wait_healthy(&client, port).await;
+    }
+    for k in 0..50 {
+        let url = format!("http://127.0.0.1:{}/kv/b/key-{k}?w=all", http[k % 3]);
+        let r = client
+            .put(url)
+            .body(format!("value-{k}"))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), reqwest::StatusCode::NO_CONTENT);
+    }
+    // SIGKILL: no clean shutdown, nothing flushed on the way out.
+    nodes[1].kill().expect("kill");
+    nodes[1].wait().expect("reap");
+    nodes[1] = serve(dir.path(), 1);
+    wait_healthy(&client, http[1]).await;
+    for k in 0..50 {
+        let url = format!("http://127.0.0.1:{}/admin/replica/b/key-{k}", http[1]);
+        let bytes = client
+            .get(url)
+            .send()
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(
+            body["siblings"][0]["value"],
+            format!("value-{k}"),
+            "key-{k}"
+        );
+    }
+    kv_client_merges_siblings_with_its_saved_context(dir.path(), http[0]);
+    for node in &mut nodes {
+        let _ = node.kill();
+        let _ = node.wait();
+    }
+}
+
+/// `quorumkv kv`: two blind writes make siblings; `get` shows them and saves the context, and
+/// the next `put` sends it, merging them.
+fn kv_client_merges_siblings_with_its_saved_context(dir: &Path, port: u16) {
+    let node = format!("http://127.0.0.1:{port}");
+    let contexts = dir.join("contexts.json");
+    let kv = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("kv")
+            .args(args)
+            .args(["--node", &node, "--context-file"])
+            .arg(&contexts)
+            .output()
+            .expect("run kv");
+        assert!(
+            out.status.success(),
+            "kv {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    kv(&["put", "carts", "cli", "milk", "--no-context"]);
+    kv(&["put", "carts", "cli", "eggs", "--no-context"]);
+    let siblings = kv(&["get", "carts", "cli"]);
+    assert!(siblings.starts_with("2 siblings"), "{siblings}");
+    assert!(
+        siblings.contains("milk") && siblings.contains("eggs"),
+        "{siblings}"
+    );
+    kv(&["put", "carts", "cli", "milk,eggs"]);
+    assert_eq!(kv(&["get", "carts", "cli"]).trim(), "milk,eggs");
+    kv(&["delete", "carts", "cli"]);
+    let gone = Command::new(BIN)
+        .args([
+            "kv",
+            "get",
+            "carts",
+            "cli",
+            "--node",
+            &node,
+            "--context-file",
+        ])
+        .arg(&contexts)
+        .output()
+        .expect("run kv");
+    assert_eq!(String::from_utf8_lossy(&gone.stdout).trim(), "not found");
+}
+
+#[test]
+fn a_bad_config_exits_2_with_a_line_naming_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "node_id = \"n1\"\nhttp_addr = \"127.0.0.1:1\"\npeer_addr = \"127.0.0.1:2\"\n\
+         data_dir = \"d\"\n[cluster]\nring_size = 48\n\
+         members = [{ id = \"n1\", peer_addr = \"127.0.0.1:2\", http_addr = \"127.0.0.1:1\" }]\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ring_size must be a power of two"),
+        "{stderr}"
+    );
+    let unknown = Command::new(BIN)
+        .args(["serve", "--nope"])
+        .output()
+        .expect("run");
+    assert_eq!(unknown.status.code(), Some(2));
+}
