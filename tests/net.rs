@@ -1,0 +1,180 @@
+//! The internode transport on real sockets: multiplexed calls, deadlines, the handshake's
+//! refusal of a peer with other cluster settings, reconnection, and injected faults.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use quorumkv::net::{serve, Faults, Handler, Identity, Net, NetError, TcpDialer};
+use tokio::net::TcpListener;
+
+/// Echoes the request back, after sleeping as many milliseconds as its first byte says.
+struct SlowEcho;
+
+impl Handler for SlowEcho {
+    fn handle(&self, _from: &str, request: Bytes) -> BoxFuture<'static, Bytes> {
+        Box::pin(async move {
+            let ms = request.first().copied().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+            request
+        })
+    }
+}
+
+fn identity(id: &str, hash: u64) -> Identity {
+    Identity {
+        node_id: id.into(),
+        cluster_hash: hash,
+    }
+}
+
+async fn server(hash: u64) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(serve(
+        listener,
+        identity("server", hash),
+        Arc::new(SlowEcho),
+    ));
+    (addr, task)
+}
+
+fn client(addr: SocketAddr, hash: u64) -> Net {
+    Net::new(
+        identity("client", hash),
+        [("server".to_owned(), addr)],
+        Arc::new(Faults::default()),
+        Arc::new(TcpDialer),
+    )
+}
+
+#[tokio::test]
+async fn calls_share_a_connection_and_answer_out_of_order() {
+    let (addr, _server) = server(7).await;
+    let net = Arc::new(client(addr, 7));
+    let slow = {
+        let net = net.clone();
+        tokio::spawn(async move {
+            net.call(
+                "server",
+                Bytes::from_static(&[200, 1]),
+                Duration::from_secs(5),
+            )
+            .await
+        })
+    };
+    // The fast call finishes while the slow one is still in flight on the same connection.
+    let fast = net
+        .call(
+            "server",
+            Bytes::from_static(&[0, 2]),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(fast, Ok(Bytes::from_static(&[0, 2])));
+    assert!(!slow.is_finished());
+    assert_eq!(slow.await.expect("join"), Ok(Bytes::from_static(&[200, 1])));
+}
+
+#[tokio::test]
+async fn a_call_past_its_deadline_times_out_and_the_connection_stays_usable() {
+    let (addr, _server) = server(7).await;
+    let net = client(addr, 7);
+    let late = net
+        .call(
+            "server",
+            Bytes::from_static(&[250]),
+            Duration::from_millis(20),
+        )
+        .await;
+    assert_eq!(late, Err(NetError::Timeout("server".into())));
+    let next = net
+        .call("server", Bytes::from_static(&[0]), Duration::from_secs(5))
+        .await;
+    assert_eq!(next, Ok(Bytes::from_static(&[0])));
+}
+
+#[tokio::test]
+async fn a_peer_with_other_cluster_settings_is_refused() {
+    let (addr, _server) = server(7).await;
+    let net = client(addr, 8);
+    let refused = net
+        .call("server", Bytes::from_static(&[0]), Duration::from_secs(5))
+        .await;
+    assert!(
+        matches!(&refused, Err(NetError::Unreachable { reason, .. }) if reason.contains("handshake")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn calls_fail_fast_while_a_peer_is_down_and_succeed_once_it_is_back() {
+    let (addr, server_task) = server(7).await;
+    let net = client(addr, 7);
+    let ok = net
+        .call("server", Bytes::from_static(&[0]), Duration::from_secs(5))
+        .await;
+    assert!(ok.is_ok());
+    server_task.abort();
+    let _ = server_task.await;
+    let down = net
+        .call("server", Bytes::from_static(&[0]), Duration::from_secs(5))
+        .await;
+    assert!(down.is_err(), "{down:?}");
+    // Back on the same port: the client redials (after its backoff) and calls succeed again.
+    let listener = TcpListener::bind(addr).await.expect("rebind");
+    let _server = tokio::spawn(serve(listener, identity("server", 7), Arc::new(SlowEcho)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = net
+            .call("server", Bytes::from_static(&[0]), Duration::from_secs(1))
+            .await;
+        if r.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reconnected: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn injected_faults_cut_and_delay_messages() {
+    let (addr, _server) = server(7).await;
+    let faults = Arc::new(Faults::default());
+    let net = Net::new(
+        identity("client", 7),
+        [("server".to_owned(), addr)],
+        faults.clone(),
+        Arc::new(TcpDialer),
+    );
+    faults.cut("server");
+    let cut = net
+        .call("server", Bytes::from_static(&[0]), Duration::from_secs(5))
+        .await;
+    assert!(matches!(cut, Err(NetError::Unreachable { .. })));
+    faults.heal("server");
+    faults.delay("server", Duration::from_millis(300));
+    let delayed = net
+        .call(
+            "server",
+            Bytes::from_static(&[0]),
+            Duration::from_millis(100),
+        )
+        .await;
+    assert_eq!(delayed, Err(NetError::Timeout("server".into())));
+    faults.heal_all();
+    let fine = net
+        .call("server", Bytes::from_static(&[0]), Duration::from_secs(5))
+        .await;
+    assert!(fine.is_ok());
+    assert_eq!(
+        net.call("nobody", Bytes::new(), Duration::from_secs(1))
+            .await,
+        Err(NetError::UnknownPeer("nobody".into()))
+    );
+}
