@@ -240,8 +240,9 @@ pub fn name_problem(name: &str) -> Option<&'static str> {
 }
 
 impl Config {
-    /// The configs of a local cluster with default settings: one per member, data under
-    /// `data_root/<id>` (what `quorumkv dev` and the tests run).
+    /// The configs of a local cluster with default settings and, as in API.md's example, a
+    /// `sessions` bucket in LWW mode: one per member, data under `data_root/<id>` (what
+    /// `quorumkv dev` and the tests run).
     pub fn local_cluster(members: Vec<Member>, data_root: &Path) -> Vec<Config> {
         let n = BucketDefaults::default().n.min(members.len() as u8);
         members
@@ -259,7 +260,13 @@ impl Config {
                     n,
                     ..BucketDefaults::default()
                 },
-                buckets: BTreeMap::new(),
+                buckets: BTreeMap::from([(
+                    "sessions".to_owned(),
+                    BucketOverride {
+                        conflict: Some(Conflict::Lww),
+                        ..BucketOverride::default()
+                    },
+                )]),
                 storage: StorageConfig::default(),
                 anti_entropy: AntiEntropyConfig::default(),
                 handoff: HandoffConfig::default(),

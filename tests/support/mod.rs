@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use quorumkv::config::{BucketOverride, Config, Conflict, Member};
+use quorumkv::config::{Config, Member};
 use quorumkv::node::{Listeners, Node};
 use reqwest::{Method, StatusCode};
 
@@ -54,7 +54,7 @@ impl Answer {
 }
 
 impl TestCluster {
-    /// Starts `n` nodes with default settings, plus a `sessions` bucket in LWW mode.
+    /// Starts `n` nodes with `quorumkv dev`'s settings (a `sessions` bucket in LWW mode).
     pub async fn start(n: usize) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut listeners = Vec::new();
@@ -69,16 +69,7 @@ impl TestCluster {
             });
             listeners.push(l);
         }
-        let mut configs = Config::local_cluster(members, dir.path());
-        for c in &mut configs {
-            c.buckets.insert(
-                "sessions".into(),
-                BucketOverride {
-                    conflict: Some(Conflict::Lww),
-                    ..BucketOverride::default()
-                },
-            );
-        }
+        let configs = Config::local_cluster(members, dir.path());
         let mut nodes = Vec::new();
         for (config, l) in configs.iter().zip(listeners) {
             nodes.push(Some(
