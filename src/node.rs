@@ -10,10 +10,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
-use crate::causal::{SiblingLimits, SystemClock};
+use crate::causal::{SiblingLimits, SystemClock, WallClock};
 use crate::config::{Config, ConfigError};
 use crate::coordinator::{Coordinator, Service};
-use crate::net::{self, Faults, Identity, Net, TcpDialer};
+use crate::net::{self, Dialer, Faults, Identity, Net, TcpDialer};
 use crate::replica::{Replica, ReplicaError};
 use crate::ring::Ring;
 
@@ -54,6 +54,26 @@ impl Listeners {
     }
 }
 
+/// What a node takes from the outside world, injected so that tests and simulations can
+/// replace it: wall-clock time, randomness, and how it dials peers.
+#[derive(Clone)]
+pub struct Seams {
+    pub clock: Arc<dyn WallClock>,
+    pub random: Arc<dyn Fn() -> u64 + Send + Sync>,
+    pub dialer: Arc<dyn Dialer>,
+}
+
+impl Seams {
+    /// The real ones: the system clock, a seeded PRNG, TCP.
+    pub fn system() -> Seams {
+        Seams {
+            clock: Arc::new(SystemClock),
+            random: Arc::new(|| fastrand::u64(..)),
+            dialer: Arc::new(TcpDialer),
+        }
+    }
+}
+
 pub struct Node {
     node_id: String,
     http_addr: SocketAddr,
@@ -68,6 +88,15 @@ pub struct Node {
 impl Node {
     /// Validates the config, opens the data directory and starts serving on `listeners`.
     pub async fn start(config: Config, listeners: Listeners) -> Result<Node, NodeError> {
+        Node::start_with(config, listeners, Seams::system()).await
+    }
+
+    /// [`Node::start`] with the outside world replaced.
+    pub async fn start_with(
+        config: Config,
+        listeners: Listeners,
+        seams: Seams,
+    ) -> Result<Node, NodeError> {
         config.validate()?;
         let config = Arc::new(config);
         let http_addr = listeners
@@ -87,13 +116,14 @@ impl Node {
                 source,
             })?;
         let replica = {
-            let config = config.clone();
+            let (config, seams) = (config.clone(), seams.clone());
             tokio::task::spawn_blocking(move || {
                 Replica::open(
                     &config.data_dir,
                     &config.node_id,
                     config.storage_options(),
-                    Arc::new(SystemClock),
+                    seams.clock.clone(),
+                    &*seams.random,
                     SiblingLimits::default(),
                 )
             })
@@ -116,7 +146,7 @@ impl Node {
             identity.clone(),
             peers,
             faults.clone(),
-            Arc::new(TcpDialer),
+            seams.dialer,
         ));
         let ring = Ring::new(
             config

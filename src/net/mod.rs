@@ -11,9 +11,9 @@
 //!   settings is refused with a log line saying so.
 //! - Every call has a deadline. Frames are bounded in size; a peer that sends anything but
 //!   well-formed frames is disconnected, and nothing worse happens.
-//! - Sockets come from a [`Dialer`] and an accept loop over any stream, and [`Faults`] can cut
-//!   or delay messages to chosen peers: the seams for fault-injection tests and, later, a
-//!   deterministic network simulation.
+//! - Sockets come from a [`Dialer`] and a [`Listener`], and [`Faults`] can cut or delay
+//!   messages to chosen peers: the seams for fault-injection tests and, later, a deterministic
+//!   network simulation.
 
 mod conn;
 mod faults;
@@ -48,6 +48,21 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 /// Opens connections to peers.
 pub trait Dialer: Send + Sync + 'static {
     fn dial(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>>;
+}
+
+/// Accepts connections from peers.
+pub trait Listener: Send + 'static {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(Box<dyn Stream>, SocketAddr)>>;
+}
+
+impl Listener for tokio::net::TcpListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(Box<dyn Stream>, SocketAddr)>> {
+        Box::pin(async move {
+            let (stream, addr) = tokio::net::TcpListener::accept(self).await?;
+            stream.set_nodelay(true)?;
+            Ok((Box::new(stream) as Box<dyn Stream>, addr))
+        })
+    }
 }
 
 /// Plain TCP with `TCP_NODELAY`.

@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::conn::write_frames;
 use super::frame::{self, Frame, Hello, Kind, PROTOCOL_VERSION};
-use super::{Handler, Identity, Stream};
+use super::{Handler, Identity, Listener, Stream};
 
 /// A connection must say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,16 +20,13 @@ const RESPONSE_QUEUE: usize = 4096;
 
 /// Accepts peer connections until the returned future is dropped (which also drops every
 /// connection it accepted).
-pub async fn serve(listener: TcpListener, me: Identity, handler: Arc<dyn Handler>) {
+pub async fn serve<L: Listener>(mut listener: L, me: Identity, handler: Arc<dyn Handler>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(%addr, error = %e, "could not set TCP_NODELAY");
-                    }
-                    connections.spawn(serve_connection(Box::new(stream), addr, me.clone(), handler.clone()));
+                    connections.spawn(serve_connection(stream, addr, me.clone(), handler.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a peer connection failed");

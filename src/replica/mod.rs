@@ -68,12 +68,14 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Opens the replica's storage under `dir` and settles its actor identity.
+    /// Opens the replica's storage under `dir` and settles its actor identity; `random` draws
+    /// a new epoch when one is needed.
     pub fn open(
         dir: &Path,
         node_id: &str,
         options: Options,
         clock: Arc<dyn WallClock>,
+        random: &dyn Fn() -> u64,
         limits: SiblingLimits,
     ) -> Result<Replica, ReplicaError> {
         std::fs::create_dir_all(dir).map_err(ReplicaError::Identity)?;
@@ -82,7 +84,7 @@ impl Replica {
         for key in &storage.recovery_report().suspect_keys {
             tracing::warn!(key = %String::from_utf8_lossy(key), "stored key damaged; it needs repair from another replica");
         }
-        let epoch = settle_epoch(dir).map_err(ReplicaError::Identity)?;
+        let epoch = settle_epoch(dir, random).map_err(ReplicaError::Identity)?;
         let actor = Actor::new(format!("{node_id}.{epoch}"));
         tracing::info!(%actor, "replica open");
         Ok(Replica {
@@ -240,7 +242,7 @@ pub fn storage_key(bucket: &str, key: &str) -> Vec<u8> {
 
 /// Keeps the epoch after a clean shutdown; otherwise draws a new one and persists it before
 /// any write can use it.
-fn settle_epoch(dir: &Path) -> std::io::Result<String> {
+fn settle_epoch(dir: &Path, random: &dyn Fn() -> u64) -> std::io::Result<String> {
     let epoch_path = dir.join(EPOCH_FILE);
     let clean_path = dir.join(CLEAN_FILE);
     let kept = match std::fs::read_to_string(&epoch_path) {
@@ -252,7 +254,7 @@ fn settle_epoch(dir: &Path) -> std::io::Result<String> {
     let epoch = match kept {
         Some(epoch) => epoch,
         None => {
-            let epoch = format!("{:08x}", fastrand::u32(..));
+            let epoch = format!("{:08x}", random() as u32);
             write_synced(&epoch_path, epoch.as_bytes())?;
             tracing::info!(%epoch, "new replica epoch (fresh data directory or unclean shutdown)");
             epoch

@@ -18,6 +18,7 @@ fn open(dir: &Path, node: &str) -> Replica {
         node,
         options(),
         Arc::new(SystemClock),
+        &|| fastrand::u64(..),
         SiblingLimits::default(),
     )
     .expect("open replica")
