@@ -177,3 +177,32 @@ async fn actor_of(c: &TestCluster, i: usize) -> Option<String> {
         .as_str()
         .map(str::to_owned)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_read_with_r_all_repairs_a_replica_that_missed_a_write() {
+    let c = TestCluster::start(3).await;
+    c.cut_off(2);
+    assert_eq!(
+        c.put(0, "/kv/b/missed?w=2", None, "v").await.status,
+        StatusCode::NO_CONTENT
+    );
+    c.heal();
+    assert_eq!(
+        c.get(2, "/admin/replica/b/missed").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let read = c.get(0, "/kv/b/missed?r=all").await;
+    assert_eq!(read.status, StatusCode::OK);
+    let repaired = c
+        .eventually(std::time::Duration::from_secs(10), || async {
+            c.get(2, "/admin/replica/b/missed").await.status == StatusCode::OK
+        })
+        .await;
+    assert!(repaired, "n3 never received the value");
+    assert_eq!(
+        c.get(2, "/admin/replica/b/missed").await.json()["siblings"][0]["value"],
+        "v"
+    );
+    assert!(c.get(0, "/admin/status").await.json()["read_repairs"].as_u64() >= Some(1));
+    c.shutdown().await;
+}

@@ -37,6 +37,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         "uptime_s": state.started.elapsed().as_secs(),
         "peers": peers,
         "anti_entropy": { "enabled": false },
+        "read_repairs": c.read_repairs(),
         "storage": {
             "keys": stats.keys,
             "live_bytes": stats.live_bytes,

@@ -7,18 +7,20 @@
 //!   into theirs. It answers once `w` replicas (at least `pw` of them primaries) stored it;
 //!   replication to the rest goes on in the background.
 //! - **GET**: asks every primary for its state, answers with the `sync` of the first `r`
-//!   answers (at least `pr` from primaries). "Not found" is an answer.
+//!   answers (at least `pr` from primaries). "Not found" is an answer. Then read repair
+//!   (`read_repair`) waits briefly for the other answers and brings stale replicas up to date.
 //!
 //! Quorum arithmetic is [`quorum::Tally`]; this module only feeds it.
 
 pub mod quorum;
+mod read_repair;
 mod service;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::causal::{KeyState, VersionVector};
@@ -30,6 +32,9 @@ use crate::rpc::{self, Failure, PutOutcome, PutRequest, Request, Response, Write
 use quorum::{Progress, Tally};
 
 pub use service::Service;
+
+/// After answering a read, how long read repair waits for the replicas that had not answered.
+const READ_REPAIR_WAIT: Duration = Duration::from_secs(1);
 
 /// A forwarded write waits this much longer than the coordinating replica's own deadline, so
 /// the replica's precise answer (say, a 503 with its ack count) arrives before we give up.
@@ -51,6 +56,7 @@ pub struct Coordinator {
     ring: Ring,
     replica: Arc<Replica>,
     net: Arc<Net>,
+    read_repairs: Arc<AtomicU64>,
 }
 
 impl Coordinator {
@@ -61,6 +67,7 @@ impl Coordinator {
             ring,
             replica,
             net,
+            read_repairs: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -100,29 +107,61 @@ impl Coordinator {
         let need = knobs.r.max(knobs.pr);
         let count = primaries.len() as u8;
         let mut tally = Tally::new(need, knobs.pr, count, count);
-        let mut reads: FuturesUnordered<_> = primaries
-            .iter()
-            .map(|node| self.read_from(node, bucket, key, deadline))
-            .collect();
-        let mut merged: Option<KeyState> = None;
+        // Each read is a task of its own, so the ones still running when we answer can finish
+        // afterwards and feed read repair.
+        let (tx, mut answers) = mpsc::channel(primaries.len().max(1));
+        for node in primaries {
+            let reader = self.reader(bucket, key);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let state = reader.read(&node, deadline).await;
+                let _ = tx.send((node, state)).await;
+            });
+        }
+        drop(tx);
+        let mut repair = read_repair::Repair::default();
         while !tally.settled() {
-            match tokio::time::timeout_at(deadline.into(), reads.next()).await {
+            match tokio::time::timeout_at(deadline.into(), answers.recv()).await {
                 Err(_) | Ok(None) => break,
-                Ok(Some(Ok(state))) => {
-                    merged = merge(merged, state)?;
+                Ok(Some((node, Ok(state)))) => {
+                    repair
+                        .answer(node, state)
+                        .map_err(|e| Failure::Internal(e.to_string()))?;
                     tally.ack(true);
                 }
-                Ok(Some(Err(_))) => {
+                Ok(Some((_, Err(_)))) => {
                     tally.fail(true);
                 }
             }
         }
-        match tally.progress() {
-            Progress::Met => Ok(merged),
-            _ => Err(Failure::Insufficient {
+        if tally.progress() != Progress::Met {
+            return Err(Failure::Insufficient {
                 needed: tally.needed(),
                 acked: tally.acked(),
-            }),
+            });
+        }
+        let merged = repair.merged().cloned();
+        let reader = self.reader(bucket, key);
+        let repairs = self.read_repairs.clone();
+        tokio::spawn(async move {
+            let repaired = repair.finish(answers, &reader, READ_REPAIR_WAIT).await;
+            repairs.fetch_add(repaired, Ordering::Relaxed);
+        });
+        Ok(merged)
+    }
+
+    /// How many replicas read repair has brought up to date since start.
+    pub fn read_repairs(&self) -> u64 {
+        self.read_repairs.load(Ordering::Relaxed)
+    }
+
+    fn reader(&self, bucket: &str, key: &str) -> Reader {
+        Reader {
+            me: self.me.clone(),
+            net: self.net.clone(),
+            replica: self.replica.clone(),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
         }
     }
 
@@ -237,21 +276,29 @@ impl Coordinator {
             })
         }
     }
+}
 
-    /// One replica's state of a key: read locally for this node, over the network otherwise.
-    async fn read_from(
-        &self,
-        node: &str,
-        bucket: &str,
-        key: &str,
-        deadline: Instant,
-    ) -> Result<Option<KeyState>, Failure> {
+/// One key's replicas, read or repaired: locally for this node, over the network otherwise.
+/// Owns what it needs, so reads and repairs can run as tasks of their own.
+pub(crate) struct Reader {
+    me: String,
+    net: Arc<Net>,
+    replica: Arc<Replica>,
+    bucket: String,
+    key: String,
+}
+
+impl Reader {
+    async fn read(&self, node: &str, deadline: Instant) -> Result<Option<KeyState>, Failure> {
         if node == self.me {
-            return self.replica.read(bucket, key).map_err(Failure::from);
+            return self
+                .replica
+                .read(&self.bucket, &self.key)
+                .map_err(Failure::from);
         }
         let request = Bytes::from(rpc::encode(&Request::Read {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
         }));
         let timeout = deadline.saturating_duration_since(Instant::now());
         let raw = self
@@ -268,14 +315,26 @@ impl Coordinator {
             _ => Err(Failure::Internal(format!("unexpected answer from {node}"))),
         }
     }
-}
 
-fn merge(acc: Option<KeyState>, next: Option<KeyState>) -> Result<Option<KeyState>, Failure> {
-    match (acc, next) {
-        (Some(a), Some(b)) => a
-            .merge(&b)
-            .map(Some)
-            .map_err(|e| Failure::Internal(e.to_string())),
-        (a, b) => Ok(a.or(b)),
+    /// Merges `state` into the node's copy of the key.
+    async fn push(&self, node: &str, state: &KeyState, timeout: Duration) -> Result<(), Failure> {
+        if node == self.me {
+            self.replica.sync(&self.bucket, &self.key, state).await?;
+            return Ok(());
+        }
+        let request = Bytes::from(rpc::encode(&Request::Sync {
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            state: state.encode(),
+        }));
+        let raw = self
+            .net
+            .call(node, request, timeout)
+            .await
+            .map_err(|e| Failure::Internal(e.to_string()))?;
+        match rpc::decode(&raw) {
+            Some(Response::Synced(result)) => result,
+            _ => Err(Failure::Internal(format!("unexpected answer from {node}"))),
+        }
     }
 }
