@@ -5,6 +5,7 @@
 //! - [`api`]: the HTTP API (axum): parsing, validation, JSON errors.
 //! - [`coordinator`]: get/put/delete across a key's replicas, quorum counting.
 //! - [`replica`]: one node's copy of a key: read-merge-write under a per-key lock.
+//! - [`cluster`]: which peers are up (heartbeats, phi accrual detector).
 //! - [`net`]: the internode transport; [`rpc`]: the messages it carries.
 //! - [`ring`]: (bucket, key) → partition → preference list.
 //! - [`causal`]: dotted version vectors, last-write-wins clocks, context tokens (pure code).
@@ -18,6 +19,7 @@ pub mod api;
 pub mod bench;
 pub mod causal;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod net;

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
 use crate::causal::{SiblingLimits, SystemClock, WallClock};
+use crate::cluster::{self, Liveness};
 use crate::config::{Config, ConfigError};
 use crate::coordinator::{Coordinator, Service};
 use crate::net::{self, Dialer, Faults, Identity, Net, TcpDialer};
@@ -83,6 +84,7 @@ pub struct Node {
     http_stop: Option<oneshot::Sender<()>>,
     http_task: JoinHandle<()>,
     peer_task: JoinHandle<()>,
+    heartbeat_task: JoinHandle<()>,
 }
 
 impl Node {
@@ -157,7 +159,23 @@ impl Node {
                 .collect(),
             config.cluster.ring_size,
         );
-        let coordinator = Arc::new(Coordinator::new(config.clone(), ring, replica.clone(), net));
+        let liveness = Arc::new(Liveness::new(
+            config
+                .cluster
+                .members
+                .iter()
+                .filter(|m| m.id != config.node_id)
+                .map(|m| m.id.clone()),
+            seams.clock.clone(),
+        ));
+        let heartbeat_task = tokio::spawn(cluster::heartbeat(net.clone(), liveness.clone()));
+        let coordinator = Arc::new(Coordinator::new(
+            config.clone(),
+            ring,
+            replica.clone(),
+            net,
+            liveness,
+        ));
         let peer_task = tokio::spawn(net::serve(
             listeners.peer,
             identity,
@@ -194,6 +212,7 @@ impl Node {
             http_stop: Some(http_stop),
             http_task,
             peer_task,
+            heartbeat_task,
         })
     }
 
@@ -237,6 +256,7 @@ impl Node {
         if let Some(stop) = self.http_stop.take() {
             let _ = stop.send(());
         }
+        self.heartbeat_task.abort();
         self.peer_task.abort();
         let _ = self.peer_task.await;
         if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.http_task)

@@ -55,6 +55,8 @@ pub enum Request {
         bucket: String,
         key: String,
     },
+    /// A heartbeat for the failure detector.
+    Ping,
 }
 
 /// Why a replica could not do what was asked; mapped to an HTTP status by the API.
@@ -79,6 +81,7 @@ pub enum Response {
     Synced(Result<(), Failure>),
     /// The replica's encoded state, or `None` if it holds nothing for the key.
     State(Result<Option<Vec<u8>>, Failure>),
+    Pong,
 }
 
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {

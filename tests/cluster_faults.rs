@@ -42,6 +42,7 @@ async fn all_needs_every_replica_while_a_quorum_does_not() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     c.heal();
+    wait_until_up(&c, 0, "n3").await;
     let healed = c.put(0, "/kv/b/k2?w=all", None, "v").await;
     assert_eq!(healed.status, StatusCode::NO_CONTENT);
     c.shutdown().await;
@@ -203,6 +204,81 @@ async fn one_read_with_r_all_repairs_a_replica_that_missed_a_write() {
         c.get(2, "/admin/replica/b/missed").await.json()["siblings"][0]["value"],
         "v"
     );
-    assert!(c.get(0, "/admin/status").await.json()["read_repairs"].as_u64() >= Some(1));
+    let counted = c
+        .eventually(std::time::Duration::from_secs(10), || async {
+            c.get(0, "/admin/status").await.json()["read_repairs"].as_u64() >= Some(1)
+        })
+        .await;
+    assert!(counted, "the repair was not counted");
     c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_detected_down_and_skipped_then_up_again() {
+    let c = TestCluster::start(3).await;
+    let limit = std::time::Duration::from_secs(15);
+    assert!(
+        c.eventually(limit, || async {
+            peer_status(&c, 0, "n3").await.as_deref() == Some("up")
+        })
+        .await
+    );
+    // Messages to n3 now hang rather than fail: only the detector can tell it is gone.
+    for i in 0..2 {
+        c.node(i)
+            .faults()
+            .delay("n3", std::time::Duration::from_secs(120));
+    }
+    assert!(
+        c.eventually(limit, || async {
+            peer_status(&c, 0, "n3").await.as_deref() == Some("down")
+        })
+        .await,
+        "n3 never detected down"
+    );
+    // A request that could wait a minute for n3 is answered at once instead.
+    let put = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        c.put(0, "/kv/b/skip?w=all&timeout_ms=60000", None, "v"),
+    )
+    .await
+    .expect("answered without waiting for the dead replica");
+    assert_eq!(put.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(put.json()["acked"], 2);
+    let get = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        c.get(1, "/kv/b/skip?r=2&timeout_ms=60000"),
+    )
+    .await
+    .expect("answered without waiting for the dead replica");
+    assert_eq!(get.status, StatusCode::OK);
+    c.heal();
+    assert!(
+        c.eventually(limit, || async {
+            peer_status(&c, 0, "n3").await.as_deref() == Some("up")
+        })
+        .await,
+        "n3 never came back up"
+    );
+    c.shutdown().await;
+}
+
+/// How node `i` sees `peer` in its /admin/status: "up" or "down".
+async fn peer_status(c: &TestCluster, i: usize, peer: &str) -> Option<String> {
+    let status = c.get(i, "/admin/status").await.json();
+    status["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["id"] == peer).cloned())
+        .and_then(|p| p["status"].as_str().map(str::to_owned))
+}
+
+/// Waits until node `i`'s failure detector sees `peer` up (after a heal, a peer the detector had
+/// convicted is skipped until its next heartbeat).
+async fn wait_until_up(c: &TestCluster, i: usize, peer: &str) {
+    let up = c
+        .eventually(std::time::Duration::from_secs(15), || async {
+            peer_status(c, i, peer).await.as_deref() == Some("up")
+        })
+        .await;
+    assert!(up, "{peer} not seen up by node {i}");
 }

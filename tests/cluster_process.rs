@@ -70,6 +70,27 @@ async fn wait_healthy(client: &reqwest::Client, port: u16) {
     }
 }
 
+/// Waits until the node on `port` sees every peer up (heartbeats flowing).
+async fn wait_all_peers_up(client: &reqwest::Client, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let url = format!("http://127.0.0.1:{port}/admin/status");
+        if let Ok(r) = client.get(url).send().await {
+            let body = r.bytes().await.unwrap_or_default();
+            let status: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let peers = status["peers"].as_array().cloned().unwrap_or_default();
+            if !peers.is_empty() && peers.iter().all(|p| p["status"] == "up") {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node on {port} never saw its peers up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_restarted_by_serve_serves_what_it_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -80,6 +101,9 @@ async fn a_killed_node_restarted_by_serve_serves_what_it_acknowledged() {
     let client = reqwest::Client::new();
     for &port in &http {
         wait_healthy(&client, port).await;
+    }
+    for &port in &http {
+        wait_all_peers_up(&client, port).await;
     }
     for k in 0..50 {
         let url = format!("http://127.0.0.1:{}/kv/b/key-{k}?w=all", http[k % 3]);

@@ -17,15 +17,14 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
 pub async fn status(State(state): State<AppState>) -> Json<Value> {
     let c = &state.coordinator;
     let mut peers = Vec::new();
-    for m in &state.config.cluster.members {
-        if m.id == state.config.node_id {
-            continue;
-        }
-        let connected = c.net().connected(&m.id).await;
+    for view in c.liveness().view() {
+        let connected = c.net().connected(&view.id).await;
         peers.push(json!({
-            "id": m.id,
-            "peer_addr": m.peer_addr.to_string(),
-            "status": if connected { "up" } else { "down" },
+            "id": view.id,
+            "status": if view.up { "up" } else { "down" },
+            "phi": (view.phi * 100.0).round() / 100.0,
+            "last_heard_ms": view.last_heard_ms,
+            "connected": connected,
             "pending_hints": 0,
         }));
     }

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::causal::{KeyState, VersionVector};
+use crate::cluster::Liveness;
 use crate::config::Config;
 use crate::net::Net;
 use crate::replica::Replica;
@@ -56,17 +57,25 @@ pub struct Coordinator {
     ring: Ring,
     replica: Arc<Replica>,
     net: Arc<Net>,
+    liveness: Arc<Liveness>,
     read_repairs: Arc<AtomicU64>,
 }
 
 impl Coordinator {
-    pub fn new(config: Arc<Config>, ring: Ring, replica: Arc<Replica>, net: Arc<Net>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        ring: Ring,
+        replica: Arc<Replica>,
+        net: Arc<Net>,
+        liveness: Arc<Liveness>,
+    ) -> Self {
         Coordinator {
             me: config.node_id.clone(),
             config,
             ring,
             replica,
             net,
+            liveness,
             read_repairs: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -81,6 +90,15 @@ impl Coordinator {
 
     pub fn net(&self) -> &Arc<Net> {
         &self.net
+    }
+
+    pub fn liveness(&self) -> &Arc<Liveness> {
+        &self.liveness
+    }
+
+    /// Whether the failure detector has convicted `node` (this node never is).
+    fn is_down(&self, node: &str) -> bool {
+        node != self.me && self.liveness.is_down(node)
     }
 
     /// The key's partition and its primary replicas, in order.
@@ -113,8 +131,13 @@ impl Coordinator {
         for node in primaries {
             let reader = self.reader(bucket, key);
             let tx = tx.clone();
+            let down = self.is_down(&node);
             tokio::spawn(async move {
-                let state = reader.read(&node, deadline).await;
+                let state = if down {
+                    Err(Failure::Internal(format!("{node} is down")))
+                } else {
+                    reader.read(&node, deadline).await
+                };
                 let _ = tx.send((node, state)).await;
             });
         }
@@ -199,7 +222,10 @@ impl Coordinator {
     ) -> Result<PutOutcome, Failure> {
         let deadline = Instant::now() + knobs.timeout + FORWARD_MARGIN;
         let body = Bytes::from(rpc::encode(&Request::Put(request)));
-        for node in primaries {
+        // Live primaries first; convicted ones only as a last resort (the detector may be wrong).
+        let mut order: Vec<&String> = primaries.iter().collect();
+        order.sort_by_key(|node| self.is_down(node));
+        for node in order {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.net.call(node, body.clone(), left).await {
                 Ok(raw) => match rpc::decode::<Response>(&raw) {
@@ -245,6 +271,10 @@ impl Coordinator {
         for node in primaries.iter().filter(|n| **n != self.me) {
             let (net, node, sync, tx) = (self.net.clone(), node.clone(), sync.clone(), tx.clone());
             let timeout = deadline.saturating_duration_since(Instant::now());
+            if self.is_down(&node) {
+                let _ = tx.send(false).await;
+                continue;
+            }
             tokio::spawn(async move {
                 let stored = match net.call(&node, sync, timeout).await {
                     Ok(raw) => matches!(rpc::decode(&raw), Some(Response::Synced(Ok(())))),

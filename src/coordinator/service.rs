@@ -38,6 +38,7 @@ impl Handler for Service {
                         .map(|s| s.map(|s| s.encode()))
                         .map_err(Failure::from),
                 ),
+                Some(Request::Ping) => Response::Pong,
                 None => {
                     tracing::warn!(peer = %from, "undecodable request from peer");
                     Response::Synced(Err(Failure::Internal("undecodable request".into())))

@@ -1,0 +1,213 @@
+//! Who is up, as this node sees it: a heartbeat to every peer every [`HEARTBEAT_INTERVAL`],
+//! judged by a phi accrual failure detector (Hayashibara et al., 2004; as Cassandra and Akka
+//! use it).
+//!
+//! Instead of a fixed timeout, the detector learns how regularly each peer answers and turns
+//! the silence since its last heartbeat into a suspicion level φ: with the exponential
+//! approximation, φ = (time since last heartbeat / mean interval) · log10(e). A peer is down
+//! once φ passes [`PHI_THRESHOLD`]: with heartbeats every 100 ms that is about 1.8 s of silence,
+//! longer for a peer whose heartbeats have been irregular. The coordinator reads this view to
+//! skip dead replicas instead of waiting for their timeouts.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::causal::WallClock;
+use crate::net::Net;
+use crate::rpc::{self, Request, Response};
+
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+/// Suspicion above which a peer counts as down (Cassandra's default `phi_convict_threshold`).
+pub const PHI_THRESHOLD: f64 = 8.0;
+/// Heartbeat intervals remembered per peer.
+const WINDOW: usize = 100;
+/// Intervals are taken as at least this long, so a burst of quick answers does not make the
+/// detector jumpy.
+const MIN_INTERVAL: Duration = HEARTBEAT_INTERVAL;
+
+struct Health {
+    intervals: VecDeque<Duration>,
+    /// When the last heartbeat came (at start: when we started listening).
+    last: Instant,
+    /// Wall-clock time of the last heartbeat, for operators; `None` until the first.
+    last_wall_ms: Option<u64>,
+    up: bool,
+}
+
+impl Health {
+    fn phi(&self, now: Instant) -> f64 {
+        let mean = if self.intervals.is_empty() {
+            MIN_INTERVAL
+        } else {
+            self.intervals.iter().sum::<Duration>() / self.intervals.len() as u32
+        }
+        .max(MIN_INTERVAL);
+        let silence = now.saturating_duration_since(self.last);
+        silence.as_secs_f64() / mean.as_secs_f64() * std::f64::consts::LOG10_E
+    }
+}
+
+/// A peer as this node sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerView {
+    pub id: String,
+    pub up: bool,
+    pub phi: f64,
+    pub last_heard_ms: Option<u64>,
+}
+
+pub struct Liveness {
+    peers: HashMap<String, Mutex<Health>>,
+    clock: Arc<dyn WallClock>,
+}
+
+impl Liveness {
+    /// Every peer starts unheard, its silence counted from now.
+    pub fn new(peers: impl IntoIterator<Item = String>, clock: Arc<dyn WallClock>) -> Self {
+        let now = Instant::now();
+        let peers = peers
+            .into_iter()
+            .map(|id| {
+                let health = Health {
+                    intervals: VecDeque::with_capacity(WINDOW),
+                    last: now,
+                    last_wall_ms: None,
+                    up: false,
+                };
+                (id, Mutex::new(health))
+            })
+            .collect();
+        Liveness { peers, clock }
+    }
+
+    /// Records a heartbeat from `peer`.
+    pub fn heard(&self, peer: &str, now: Instant) {
+        let Some(h) = self.peers.get(peer) else {
+            return;
+        };
+        let mut h = h.lock();
+        if h.last_wall_ms.is_some() {
+            if h.intervals.len() == WINDOW {
+                h.intervals.pop_front();
+            }
+            let interval = now.saturating_duration_since(h.last);
+            h.intervals.push_back(interval);
+        }
+        h.last = now;
+        h.last_wall_ms = Some(self.clock.now_ms());
+    }
+
+    /// Whether the detector has convicted `peer`: heard from before, silent too long since.
+    /// A peer never heard from is not convicted (it may still be starting): calls to it are
+    /// tried, and fail fast if nothing listens. Unknown peers count as down.
+    pub fn is_down(&self, peer: &str) -> bool {
+        self.peers.get(peer).is_none_or(|h| {
+            let h = h.lock();
+            h.last_wall_ms.is_some() && h.phi(Instant::now()) >= PHI_THRESHOLD
+        })
+    }
+
+    pub fn view(&self) -> Vec<PeerView> {
+        let now = Instant::now();
+        let mut views: Vec<PeerView> = self
+            .peers
+            .iter()
+            .map(|(id, h)| {
+                let h = h.lock();
+                let phi = h.phi(now);
+                PeerView {
+                    id: id.clone(),
+                    up: h.last_wall_ms.is_some() && phi < PHI_THRESHOLD,
+                    phi,
+                    last_heard_ms: h.last_wall_ms,
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| a.id.cmp(&b.id));
+        views
+    }
+
+    /// Logs each peer whose state changed since the last call.
+    fn log_transitions(&self) {
+        let now = Instant::now();
+        for (id, h) in &self.peers {
+            let mut h = h.lock();
+            let up = h.last_wall_ms.is_some() && h.phi(now) < PHI_THRESHOLD;
+            if up != h.up {
+                h.up = up;
+                if up {
+                    tracing::info!(peer = %id, "peer is up");
+                } else {
+                    tracing::warn!(peer = %id, "peer is down (no heartbeat)");
+                }
+            }
+        }
+    }
+}
+
+/// Pings every peer every [`HEARTBEAT_INTERVAL`] until dropped, feeding `liveness`.
+pub async fn heartbeat(net: Arc<Net>, liveness: Arc<Liveness>) {
+    let ping = Bytes::from(rpc::encode(&Request::Ping));
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for peer in liveness.peers.keys() {
+            let (net, liveness, ping, peer) =
+                (net.clone(), liveness.clone(), ping.clone(), peer.clone());
+            tokio::spawn(async move {
+                let answer = net.call(&peer, ping, HEARTBEAT_INTERVAL * 10).await;
+                if let Ok(raw) = answer {
+                    if matches!(rpc::decode(&raw), Some(Response::Pong)) {
+                        liveness.heard(&peer, Instant::now());
+                    }
+                }
+            });
+        }
+        liveness.log_transitions();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::causal::SystemClock;
+
+    #[test]
+    fn silence_raises_phi_until_the_peer_is_down() {
+        let l = Liveness::new(["n2".to_owned()], Arc::new(SystemClock));
+        let t0 = Instant::now();
+        for i in 0..20 {
+            l.heard("n2", t0 + HEARTBEAT_INTERVAL * i);
+        }
+        let last = t0 + HEARTBEAT_INTERVAL * 19;
+        let h = l.peers["n2"].lock();
+        assert!(h.phi(last + Duration::from_millis(100)) < 1.0);
+        assert!(h.phi(last + Duration::from_millis(1000)) < PHI_THRESHOLD);
+        assert!(h.phi(last + Duration::from_millis(2000)) >= PHI_THRESHOLD);
+    }
+
+    #[test]
+    fn irregular_heartbeats_make_the_detector_more_patient() {
+        let l = Liveness::new(["n2".to_owned()], Arc::new(SystemClock));
+        let t0 = Instant::now();
+        for i in 0..20 {
+            l.heard("n2", t0 + Duration::from_millis(500) * i);
+        }
+        let last = t0 + Duration::from_millis(500) * 19;
+        // Two seconds of silence convict a peer heard every 100 ms, not one heard every 500.
+        assert!(l.peers["n2"].lock().phi(last + Duration::from_secs(2)) < PHI_THRESHOLD);
+    }
+
+    #[test]
+    fn unknown_peers_are_down_and_unheard_ones_are_not_convicted() {
+        let l = Liveness::new(["n2".to_owned()], Arc::new(SystemClock));
+        assert!(l.is_down("nobody"));
+        assert!(!l.is_down("n2"));
+        assert!(!l.view()[0].up, "shown as down until first heard");
+    }
+}
