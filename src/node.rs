@@ -13,7 +13,7 @@ use crate::api::{self, AppState};
 use crate::causal::{SiblingLimits, SystemClock, WallClock};
 use crate::cluster::{self, Liveness};
 use crate::config::{Config, ConfigError};
-use crate::coordinator::{Coordinator, Service};
+use crate::coordinator::{handoff, Coordinator, Service};
 use crate::net::{self, Dialer, Faults, Identity, Net, TcpDialer};
 use crate::replica::{Replica, ReplicaError};
 use crate::ring::Ring;
@@ -85,6 +85,7 @@ pub struct Node {
     http_task: JoinHandle<()>,
     peer_task: JoinHandle<()>,
     heartbeat_task: JoinHandle<()>,
+    handoff_task: JoinHandle<()>,
 }
 
 impl Node {
@@ -176,6 +177,10 @@ impl Node {
             net,
             liveness,
         ));
+        let handoff_task = tokio::spawn(handoff::run(
+            coordinator.clone(),
+            Duration::from_millis(config.handoff.interval_ms),
+        ));
         let peer_task = tokio::spawn(net::serve(
             listeners.peer,
             identity,
@@ -213,6 +218,7 @@ impl Node {
             http_task,
             peer_task,
             heartbeat_task,
+            handoff_task,
         })
     }
 
@@ -257,6 +263,8 @@ impl Node {
             let _ = stop.send(());
         }
         self.heartbeat_task.abort();
+        self.handoff_task.abort();
+        let _ = (&mut self.handoff_task).await;
         self.peer_task.abort();
         let _ = self.peer_task.await;
         if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.http_task)

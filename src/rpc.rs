@@ -57,6 +57,13 @@ pub enum Request {
     },
     /// A heartbeat for the failure detector.
     Ping,
+    /// Keep this encoded state for `owner`, which could not take it (sloppy quorum).
+    Hint {
+        owner: String,
+        bucket: String,
+        key: String,
+        state: Vec<u8>,
+    },
 }
 
 /// Why a replica could not do what was asked; mapped to an HTTP status by the API.

@@ -64,7 +64,8 @@ async fn pw_is_refused_when_a_primary_is_down() {
     c.cut_off(down);
     let refused = c.put(coordinator, "/kv/carts/pw?pw=3", None, "v").await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(refused.json()["acked"], 2);
+    // Two primaries and a fallback stored it: the fallback counts toward w, not toward pw.
+    assert_eq!(refused.json()["acked"], 3);
     let accepted = c.put(coordinator, "/kv/carts/pw?w=2&pw=2", None, "v").await;
     assert_eq!(accepted.status, StatusCode::NO_CONTENT);
     // A node outside the preference list forwards the write to a live primary.
@@ -281,4 +282,73 @@ async fn wait_until_up(c: &TestCluster, i: usize, peer: &str) {
         })
         .await;
     assert!(up, "{peer} not seen up by node {i}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_holds_a_hint_for_a_cut_off_primary_and_hands_it_off() {
+    let mut c = TestCluster::start(5).await;
+    let placement = c.get(0, "/admin/preflist/carts/hinted").await.json();
+    let primaries: Vec<String> = serde_json::from_value(placement["nodes"].clone()).expect("nodes");
+    let index = |id: &str| {
+        c.configs
+            .iter()
+            .position(|cfg| cfg.node_id == id)
+            .expect("member")
+    };
+    let (coordinator, down) = (index(&primaries[0]), index(&primaries[2]));
+    c.cut_off(down);
+    // w=3 succeeds through a fallback; pw=3 is refused.
+    let w3 = c
+        .put(coordinator, "/kv/carts/hinted?w=3", None, "kept")
+        .await;
+    assert_eq!(w3.status, StatusCode::NO_CONTENT, "{}", w3.text());
+    let pw3 = c
+        .put(coordinator, "/kv/carts/hinted?pw=3", None, "refused")
+        .await;
+    assert_eq!(pw3.status, StatusCode::SERVICE_UNAVAILABLE);
+    let down_id = primaries[2].clone();
+    let mut holders = Vec::new();
+    for i in 0..5 {
+        if pending_hints(&c, i, &down_id).await > 0 {
+            holders.push(i);
+        }
+    }
+    assert_eq!(holders.len(), 1, "exactly one fallback holds the hint");
+    assert!(!primaries.contains(&c.configs[holders[0]].node_id));
+    // Hints survive a restart of the node holding them.
+    c.restart(holders[0], true).await;
+    assert_eq!(pending_hints(&c, holders[0], &down_id).await, 1);
+    c.heal();
+    // Without any read, the primary gets the value and the hint is dropped.
+    let limit = std::time::Duration::from_secs(20);
+    let handed_off = c
+        .eventually(limit, || async {
+            c.get(down, "/admin/replica/carts/hinted").await.status == StatusCode::OK
+        })
+        .await;
+    assert!(handed_off, "the primary never received the hinted write");
+    let held = c.get(down, "/admin/replica/carts/hinted").await.json();
+    let values: Vec<&str> = held["siblings"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|v| v["value"].as_str()).collect())
+        .unwrap_or_default();
+    // The refused pw=3 write still reached two primaries and the fallback, as API.md warns.
+    assert_eq!(values, ["kept", "refused"]);
+    let dropped = c
+        .eventually(limit, || async {
+            pending_hints(&c, holders[0], &down_id).await == 0
+        })
+        .await;
+    assert!(dropped, "the delivered hint was not dropped");
+    c.shutdown().await;
+}
+
+/// How many hints node `i` holds for `owner`, from its /admin/status.
+async fn pending_hints(c: &TestCluster, i: usize, owner: &str) -> u64 {
+    let status = c.get(i, "/admin/status").await.json();
+    status["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["id"] == owner).cloned())
+        .and_then(|p| p["pending_hints"].as_u64())
+        .unwrap_or(0)
 }

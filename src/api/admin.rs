@@ -16,6 +16,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
 
 pub async fn status(State(state): State<AppState>) -> Json<Value> {
     let c = &state.coordinator;
+    let pending = c.replica().hints().pending();
     let mut peers = Vec::new();
     for view in c.liveness().view() {
         let connected = c.net().connected(&view.id).await;
@@ -25,7 +26,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
             "phi": (view.phi * 100.0).round() / 100.0,
             "last_heard_ms": view.last_heard_ms,
             "connected": connected,
-            "pending_hints": 0,
+            "pending_hints": pending.get(&view.id).copied().unwrap_or(0),
         }));
     }
     let stats = c.replica().storage().stats();
@@ -37,6 +38,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         "peers": peers,
         "anti_entropy": { "enabled": false },
         "read_repairs": c.read_repairs(),
+        "hints_delivered": c.hints_delivered(),
         "storage": {
             "keys": stats.keys,
             "live_bytes": stats.live_bytes,

@@ -4,7 +4,8 @@
 //!   version-vector event is that replica's. If this node is not one, it forwards the write to
 //!   the first primary that answers. The coordinating replica applies `update` with its own
 //!   actor, stores the result, and sends the new state to the other replicas, which `sync` it
-//!   into theirs. It answers once `w` replicas (at least `pw` of them primaries) stored it;
+//!   into theirs; a primary that is down or refuses is stood in for by a fallback holding a hint
+//!   (`replicate`). It answers once `w` replicas (at least `pw` of them primaries) stored it;
 //!   replication to the rest goes on in the background.
 //! - **GET**: asks every primary for its state, answers with the `sync` of the first `r`
 //!   answers (at least `pr` from primaries). "Not found" is an answer. Then read repair
@@ -12,11 +13,13 @@
 //!
 //! Quorum arithmetic is [`quorum::Tally`]; this module only feeds it.
 
+pub mod handoff;
 pub mod quorum;
 mod read_repair;
+mod replicate;
 mod service;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +33,7 @@ use crate::net::Net;
 use crate::replica::Replica;
 use crate::ring::Ring;
 use crate::rpc::{self, Failure, PutOutcome, PutRequest, Request, Response, WriteOp};
-use quorum::{Progress, Tally};
+use quorum::{By, Progress, Tally};
 
 pub use service::Service;
 
@@ -59,6 +62,7 @@ pub struct Coordinator {
     net: Arc<Net>,
     liveness: Arc<Liveness>,
     read_repairs: Arc<AtomicU64>,
+    hints_delivered: AtomicU64,
 }
 
 impl Coordinator {
@@ -77,6 +81,7 @@ impl Coordinator {
             net,
             liveness,
             read_repairs: Arc::new(AtomicU64::new(0)),
+            hints_delivered: AtomicU64::new(0),
         }
     }
 
@@ -101,6 +106,20 @@ impl Coordinator {
         node != self.me && self.liveness.is_down(node)
     }
 
+    /// The key's primary replicas and then its fallback nodes, each in order.
+    fn placement(&self, bucket: &str, key: &str) -> (Vec<String>, Vec<String>) {
+        let n = usize::from(self.config.bucket(bucket).n);
+        let partition = self.ring.partition(bucket.as_bytes(), key.as_bytes());
+        let mut walk: Vec<String> = self
+            .ring
+            .walk(partition)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let fallbacks = walk.split_off(n.min(walk.len()));
+        (walk, fallbacks)
+    }
+
     /// The key's partition and its primary replicas, in order.
     pub fn preference_list(&self, bucket: &str, key: &str) -> (u32, Vec<String>) {
         let n = usize::from(self.config.bucket(bucket).n);
@@ -123,8 +142,7 @@ impl Coordinator {
         let (_, primaries) = self.preference_list(bucket, key);
         let deadline = Instant::now() + knobs.timeout;
         let need = knobs.r.max(knobs.pr);
-        let count = primaries.len() as u8;
-        let mut tally = Tally::new(need, knobs.pr, count, count);
+        let mut tally = Tally::new(need, knobs.pr, primaries.len() as u8);
         // Each read is a task of its own, so the ones still running when we answer can finish
         // afterwards and feed read repair.
         let (tx, mut answers) = mpsc::channel(primaries.len().max(1));
@@ -150,10 +168,10 @@ impl Coordinator {
                     repair
                         .answer(node, state)
                         .map_err(|e| Failure::Internal(e.to_string()))?;
-                    tally.ack(true);
+                    tally.ack(By::Primary);
                 }
                 Ok(Some((_, Err(_)))) => {
-                    tally.fail(true);
+                    tally.fail();
                 }
             }
         }
@@ -171,6 +189,11 @@ impl Coordinator {
             repairs.fetch_add(repaired, Ordering::Relaxed);
         });
         Ok(merged)
+    }
+
+    /// How many hints this node has handed off to their owners since start.
+    pub fn hints_delivered(&self) -> u64 {
+        self.hints_delivered.load(Ordering::Relaxed)
     }
 
     /// How many replicas read repair has brought up to date since start.
@@ -244,7 +267,7 @@ impl Coordinator {
     /// Coordinates a write as a replica of its key: apply locally, replicate, count.
     pub async fn coordinate_put(&self, request: PutRequest) -> Result<PutOutcome, Failure> {
         let props = self.config.bucket(&request.bucket);
-        let (_, primaries) = self.preference_list(&request.bucket, &request.key);
+        let (primaries, fallbacks) = self.placement(&request.bucket, &request.key);
         let deadline = Instant::now() + Duration::from_millis(request.timeout_ms);
         let state = self
             .replica
@@ -257,40 +280,31 @@ impl Coordinator {
             )
             .await?;
         let encoded = state.encode();
-        let count = primaries.len() as u8;
-        let mut tally = Tally::new(request.w.max(request.pw), request.pw, count, count);
-        tally.ack(true);
+        let mut tally = Tally::new(request.w.max(request.pw), request.pw, primaries.len() as u8);
+        tally.ack(By::Primary);
 
         // Replication runs in tasks of its own so it completes even after we have answered.
-        let (tx, mut rx) = mpsc::channel(primaries.len().max(1));
-        let sync = Bytes::from(rpc::encode(&Request::Sync {
+        let fanout = Arc::new(replicate::Fanout {
+            net: self.net.clone(),
+            liveness: self.liveness.clone(),
             bucket: request.bucket.clone(),
             key: request.key.clone(),
             state: encoded.clone(),
-        }));
-        for node in primaries.iter().filter(|n| **n != self.me) {
-            let (net, node, sync, tx) = (self.net.clone(), node.clone(), sync.clone(), tx.clone());
-            let timeout = deadline.saturating_duration_since(Instant::now());
-            if self.is_down(&node) {
-                let _ = tx.send(false).await;
-                continue;
-            }
+            fallbacks,
+            next_fallback: AtomicUsize::new(0),
+        });
+        let (tx, mut rx) = mpsc::channel(primaries.len().max(1));
+        for node in primaries.into_iter().filter(|n| *n != self.me) {
+            let (fanout, tx) = (fanout.clone(), tx.clone());
             tokio::spawn(async move {
-                let stored = match net.call(&node, sync, timeout).await {
-                    Ok(raw) => matches!(rpc::decode(&raw), Some(Response::Synced(Ok(())))),
-                    Err(e) => {
-                        tracing::debug!(peer = %node, error = %e, "replication failed");
-                        false
-                    }
-                };
-                let _ = tx.send(stored).await;
+                let _ = tx.send(fanout.replicate(node, deadline).await).await;
             });
         }
         drop(tx);
         while !tally.settled() {
             match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-                Ok(Some(true)) => tally.ack(true),
-                Ok(Some(false)) => tally.fail(true),
+                Ok(Some(Some(by))) => tally.ack(by),
+                Ok(Some(None)) => tally.fail(),
                 Ok(None) | Err(_) => break,
             };
         }

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use super::Coordinator;
 use crate::causal::KeyState;
 use crate::net::Handler;
+use crate::replica::HintKey;
 use crate::rpc::{self, Failure, Request, Response};
 
 pub struct Service {
@@ -39,6 +40,12 @@ impl Handler for Service {
                         .map_err(Failure::from),
                 ),
                 Some(Request::Ping) => Response::Pong,
+                Some(Request::Hint {
+                    owner,
+                    bucket,
+                    key,
+                    state,
+                }) => Response::Synced(hint(&coordinator, owner, bucket, key, &state).await),
                 None => {
                     tracing::warn!(peer = %from, "undecodable request from peer");
                     Response::Synced(Err(Failure::Internal("undecodable request".into())))
@@ -57,5 +64,18 @@ async fn sync(
 ) -> Result<(), Failure> {
     let state = KeyState::decode(state).map_err(|e| Failure::Internal(e.to_string()))?;
     coordinator.replica().sync(bucket, key, &state).await?;
+    Ok(())
+}
+
+async fn hint(
+    coordinator: &Coordinator,
+    owner: String,
+    bucket: String,
+    key: String,
+    state: &[u8],
+) -> Result<(), Failure> {
+    let state = KeyState::decode(state).map_err(|e| Failure::Internal(e.to_string()))?;
+    let hint = HintKey { owner, bucket, key };
+    coordinator.replica().hints().store(&hint, &state).await?;
     Ok(())
 }

@@ -59,7 +59,8 @@ pub struct Replica {
     storage: Storage,
     actor: Actor,
     dir: PathBuf,
-    locks: Vec<tokio::sync::Mutex<()>>,
+    locks: Stripes,
+    hints: Hints,
     hlc: Hlc,
     clock: Arc<dyn WallClock>,
     limits: SiblingLimits,
@@ -80,7 +81,8 @@ impl Replica {
     ) -> Result<Replica, ReplicaError> {
         std::fs::create_dir_all(dir).map_err(ReplicaError::Identity)?;
         let max_state_bytes = options.max_value_bytes;
-        let storage = Storage::open(dir.join("storage"), options)?;
+        let storage = Storage::open(dir.join("storage"), options.clone())?;
+        let hints = Hints::open(&dir.join("hints"), options)?;
         for key in &storage.recovery_report().suspect_keys {
             tracing::warn!(key = %String::from_utf8_lossy(key), "stored key damaged; it needs repair from another replica");
         }
@@ -91,9 +93,8 @@ impl Replica {
             storage,
             actor,
             dir: dir.to_path_buf(),
-            locks: (0..LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            locks: Stripes::new(),
+            hints,
             hlc: Hlc::new(),
             clock,
             limits,
@@ -109,9 +110,15 @@ impl Replica {
         &self.storage
     }
 
+    /// Writes held here for other nodes.
+    pub fn hints(&self) -> &Hints {
+        &self.hints
+    }
+
     /// Marks a clean shutdown: everything is synced, so the next start may keep the epoch.
     pub fn close(&self) -> Result<(), ReplicaError> {
         self.storage.sync()?;
+        self.hints.sync()?;
         write_synced(&self.dir.join(CLEAN_FILE), b"").map_err(ReplicaError::Identity)
     }
 
@@ -225,8 +232,31 @@ impl Replica {
     }
 
     async fn lock(&self, skey: &[u8]) -> tokio::sync::MutexGuard<'_, ()> {
-        let stripe = xxhash_rust::xxh3::xxh3_64(skey) as usize % LOCK_STRIPES;
-        self.locks[stripe].lock().await
+        self.locks.lock(skey).await
+    }
+}
+
+/// Per-key locks, striped: a fixed set of mutexes chosen by key hash.
+pub struct Stripes(Vec<tokio::sync::Mutex<()>>);
+
+impl Stripes {
+    pub fn new() -> Self {
+        Stripes(
+            (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        )
+    }
+
+    pub async fn lock(&self, key: &[u8]) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = xxhash_rust::xxh3::xxh3_64(key) as usize % LOCK_STRIPES;
+        self.0[stripe].lock().await
+    }
+}
+
+impl Default for Stripes {
+    fn default() -> Self {
+        Stripes::new()
     }
 }
 
@@ -282,6 +312,10 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+mod hints;
+
+pub use hints::{HintKey, Hints};
 
 #[cfg(test)]
 mod tests;
