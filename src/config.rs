@@ -200,12 +200,15 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AntiEntropyConfig {
+    /// Switching it off leaves healing to read repair and hinted handoff (for tests, mostly).
+    pub enabled: bool,
     pub interval_ms: u64,
 }
 
 impl Default for AntiEntropyConfig {
     fn default() -> Self {
         AntiEntropyConfig {
+            enabled: true,
             interval_ms: 10_000,
         }
     }

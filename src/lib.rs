@@ -3,7 +3,9 @@
 //! # Layout
 //! Data flows one way, top to bottom; each module's doc says what it owns.
 //! - [`api`]: the HTTP API (axum): parsing, validation, JSON errors.
-//! - [`coordinator`]: get/put/delete across a key's replicas, quorum counting.
+//! - [`coordinator`]: get/put/delete across a key's replicas, quorum counting, read repair,
+//!   sloppy quorum and hinted handoff.
+//! - [`anti_entropy`]: background Merkle-tree exchanges between replicas.
 //! - [`replica`]: one node's copy of a key: read-merge-write under a per-key lock.
 //! - [`cluster`]: which peers are up (heartbeats, phi accrual detector).
 //! - [`net`]: the internode transport; [`rpc`]: the messages it carries.
@@ -15,6 +17,7 @@
 //!
 //! `api` → `coordinator` → (`replica` | `net` → a peer's `replica`) → `storage`.
 
+pub mod anti_entropy;
 pub mod api;
 pub mod bench;
 pub mod causal;

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::anti_entropy;
 use crate::api::{self, AppState};
 use crate::causal::{SiblingLimits, SystemClock, WallClock};
 use crate::cluster::{self, Liveness};
@@ -86,6 +87,7 @@ pub struct Node {
     peer_task: JoinHandle<()>,
     heartbeat_task: JoinHandle<()>,
     handoff_task: JoinHandle<()>,
+    ae_task: JoinHandle<()>,
 }
 
 impl Node {
@@ -118,13 +120,23 @@ impl Node {
                 addr: config.peer_addr,
                 source,
             })?;
+        let ring = Ring::new(
+            config
+                .cluster
+                .members
+                .iter()
+                .map(|m| m.id.clone())
+                .collect(),
+            config.cluster.ring_size,
+        );
         let replica = {
-            let (config, seams) = (config.clone(), seams.clone());
+            let (config, seams, ring) = (config.clone(), seams.clone(), ring.clone());
             tokio::task::spawn_blocking(move || {
                 Replica::open(
                     &config.data_dir,
                     &config.node_id,
                     config.storage_options(),
+                    ring,
                     seams.clock.clone(),
                     &*seams.random,
                     SiblingLimits::default(),
@@ -151,15 +163,6 @@ impl Node {
             faults.clone(),
             seams.dialer,
         ));
-        let ring = Ring::new(
-            config
-                .cluster
-                .members
-                .iter()
-                .map(|m| m.id.clone())
-                .collect(),
-            config.cluster.ring_size,
-        );
         let liveness = Arc::new(Liveness::new(
             config
                 .cluster
@@ -177,6 +180,16 @@ impl Node {
             net,
             liveness,
         ));
+        let ae_stats = Arc::new(anti_entropy::Stats::default());
+        let ae_task = tokio::spawn(anti_entropy::run(
+            coordinator.clone(),
+            ae_stats.clone(),
+            seams.clock.clone(),
+            Duration::from_millis(config.anti_entropy.interval_ms),
+        ));
+        if !config.anti_entropy.enabled {
+            ae_task.abort();
+        }
         let handoff_task = tokio::spawn(handoff::run(
             coordinator.clone(),
             Duration::from_millis(config.handoff.interval_ms),
@@ -188,6 +201,7 @@ impl Node {
         ));
         let app = api::router(AppState {
             coordinator,
+            anti_entropy: ae_stats,
             config: config.clone(),
             started: Instant::now(),
         });
@@ -219,6 +233,7 @@ impl Node {
             peer_task,
             heartbeat_task,
             handoff_task,
+            ae_task,
         })
     }
 
@@ -263,8 +278,10 @@ impl Node {
             let _ = stop.send(());
         }
         self.heartbeat_task.abort();
-        self.handoff_task.abort();
-        let _ = (&mut self.handoff_task).await;
+        for task in [&mut self.handoff_task, &mut self.ae_task] {
+            task.abort();
+            let _ = task.await;
+        }
         self.peer_task.abort();
         let _ = self.peer_task.await;
         if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.http_task)

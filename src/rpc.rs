@@ -64,6 +64,20 @@ pub enum Request {
         key: String,
         state: Vec<u8>,
     },
+    /// Anti-entropy: the group hashes of a partition's tree.
+    AeGroups {
+        partition: u32,
+    },
+    /// Anti-entropy: the leaf hashes of one group.
+    AeLeaves {
+        partition: u32,
+        group: u32,
+    },
+    /// Anti-entropy: the (storage key, state hash) pairs of one leaf.
+    AeDigests {
+        partition: u32,
+        leaf: u32,
+    },
 }
 
 /// Why a replica could not do what was asked; mapped to an HTTP status by the API.
@@ -89,6 +103,8 @@ pub enum Response {
     /// The replica's encoded state, or `None` if it holds nothing for the key.
     State(Result<Option<Vec<u8>>, Failure>),
     Pong,
+    Hashes(Vec<u64>),
+    Digests(Vec<(Vec<u8>, u64)>),
 }
 
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {

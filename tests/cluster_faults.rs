@@ -182,7 +182,7 @@ async fn actor_of(c: &TestCluster, i: usize) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_read_with_r_all_repairs_a_replica_that_missed_a_write() {
-    let c = TestCluster::start(3).await;
+    let c = TestCluster::start_with(3, no_anti_entropy).await;
     c.cut_off(2);
     assert_eq!(
         c.put(0, "/kv/b/missed?w=2", None, "v").await.status,
@@ -286,7 +286,7 @@ async fn wait_until_up(c: &TestCluster, i: usize, peer: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fallback_holds_a_hint_for_a_cut_off_primary_and_hands_it_off() {
-    let mut c = TestCluster::start(5).await;
+    let mut c = TestCluster::start_with(5, no_anti_entropy).await;
     let placement = c.get(0, "/admin/preflist/carts/hinted").await.json();
     let primaries: Vec<String> = serde_json::from_value(placement["nodes"].clone()).expect("nodes");
     let index = |id: &str| {
@@ -351,4 +351,9 @@ async fn pending_hints(c: &TestCluster, i: usize, owner: &str) -> u64 {
         .and_then(|peers| peers.iter().find(|p| p["id"] == owner).cloned())
         .and_then(|p| p["pending_hints"].as_u64())
         .unwrap_or(0)
+}
+
+/// So that only the mechanism under test can heal a replica.
+fn no_anti_entropy(config: &mut quorumkv::config::Config) {
+    config.anti_entropy.enabled = false;
 }

@@ -36,7 +36,13 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
         "peers": peers,
-        "anti_entropy": { "enabled": false },
+        "anti_entropy": {
+            "enabled": state.config.anti_entropy.enabled,
+            "interval_ms": state.config.anti_entropy.interval_ms,
+            "exchanges": state.anti_entropy.exchanges(),
+            "keys_repaired": state.anti_entropy.keys_repaired(),
+            "last_exchange_per_partition": state.anti_entropy.last(),
+        },
         "read_repairs": c.read_repairs(),
         "hints_delivered": c.hints_delivered(),
         "storage": {

@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 
+use crate::anti_entropy;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 pub use error::ApiError;
@@ -24,6 +25,7 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub coordinator: Arc<Coordinator>,
+    pub anti_entropy: Arc<anti_entropy::Stats>,
     pub config: Arc<Config>,
     pub started: Instant,
 }

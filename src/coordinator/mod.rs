@@ -89,6 +89,21 @@ impl Coordinator {
         &self.ring
     }
 
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The largest `n` of any bucket: how many nodes replicate a partition at most.
+    pub fn max_n(&self) -> usize {
+        let c = &self.config;
+        c.buckets
+            .values()
+            .filter_map(|b| b.n)
+            .chain([c.defaults.n])
+            .max()
+            .map_or(1, usize::from)
+    }
+
     pub fn replica(&self) -> &Arc<Replica> {
         &self.replica
     }
@@ -201,7 +216,7 @@ impl Coordinator {
         self.read_repairs.load(Ordering::Relaxed)
     }
 
-    fn reader(&self, bucket: &str, key: &str) -> Reader {
+    pub(crate) fn reader(&self, bucket: &str, key: &str) -> Reader {
         Reader {
             me: self.me.clone(),
             net: self.net.clone(),
@@ -333,7 +348,11 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    async fn read(&self, node: &str, deadline: Instant) -> Result<Option<KeyState>, Failure> {
+    pub(crate) async fn read(
+        &self,
+        node: &str,
+        deadline: Instant,
+    ) -> Result<Option<KeyState>, Failure> {
         if node == self.me {
             return self
                 .replica
@@ -361,7 +380,12 @@ impl Reader {
     }
 
     /// Merges `state` into the node's copy of the key.
-    async fn push(&self, node: &str, state: &KeyState, timeout: Duration) -> Result<(), Failure> {
+    pub(crate) async fn push(
+        &self,
+        node: &str,
+        state: &KeyState,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
         if node == self.me {
             self.replica.sync(&self.bucket, &self.key, state).await?;
             return Ok(());

@@ -40,6 +40,21 @@ impl Handler for Service {
                         .map_err(Failure::from),
                 ),
                 Some(Request::Ping) => Response::Pong,
+                Some(Request::AeGroups { partition }) => {
+                    Response::Hashes(coordinator.replica().trees().groups(partition))
+                }
+                Some(Request::AeLeaves { partition, group }) => Response::Hashes(
+                    coordinator
+                        .replica()
+                        .trees()
+                        .leaves(partition, group as usize),
+                ),
+                Some(Request::AeDigests { partition, leaf }) => Response::Digests(
+                    coordinator
+                        .replica()
+                        .trees()
+                        .digests(partition, leaf as usize),
+                ),
                 Some(Request::Hint {
                     owner,
                     bucket,

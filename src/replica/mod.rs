@@ -17,6 +17,7 @@ use crate::causal::{
     Actor, DvvSet, Hlc, KeyState, LwwRegister, Sibling, SiblingLimits, VersionVector, WallClock,
 };
 use crate::config::Conflict;
+use crate::ring::Ring;
 use crate::rpc::{Failure, WriteOp};
 use crate::storage::{Options, Storage, StorageError};
 
@@ -66,15 +67,20 @@ pub struct Replica {
     limits: SiblingLimits,
     /// Largest encoded state of one key (all siblings together).
     max_state_bytes: usize,
+    /// Maps keys to partitions for the trees.
+    ring: Ring,
+    trees: Trees,
 }
 
 impl Replica {
     /// Opens the replica's storage under `dir` and settles its actor identity; `random` draws
     /// a new epoch when one is needed.
+    #[allow(clippy::too_many_arguments)] // each is a distinct, injected dependency
     pub fn open(
         dir: &Path,
         node_id: &str,
         options: Options,
+        ring: Ring,
         clock: Arc<dyn WallClock>,
         random: &dyn Fn() -> u64,
         limits: SiblingLimits,
@@ -85,6 +91,16 @@ impl Replica {
         let hints = Hints::open(&dir.join("hints"), options)?;
         for key in &storage.recovery_report().suspect_keys {
             tracing::warn!(key = %String::from_utf8_lossy(key), "stored key damaged; it needs repair from another replica");
+        }
+        let trees = Trees::default();
+        for skey in storage.keys() {
+            let (Some((bucket, key)), Ok(Some(bytes))) =
+                (split_storage_key(&skey), storage.get(&skey))
+            else {
+                continue;
+            };
+            let partition = ring.partition(bucket.as_bytes(), key.as_bytes());
+            trees.update(partition, &skey, Some(merkle::state_hash(&bytes)));
         }
         let epoch = settle_epoch(dir, random).map_err(ReplicaError::Identity)?;
         let actor = Actor::new(format!("{node_id}.{epoch}"));
@@ -99,7 +115,14 @@ impl Replica {
             clock,
             limits,
             max_state_bytes,
+            ring,
+            trees,
         })
+    }
+
+    /// The hash trees over this node's keys, per partition.
+    pub fn trees(&self) -> &Trees {
+        &self.trees
     }
 
     pub fn actor(&self) -> &Actor {
@@ -172,7 +195,7 @@ impl Replica {
             }
             (Conflict::Siblings, Some(KeyState::Lww(_))) => return Err(ReplicaError::ModeMismatch),
         };
-        self.store(&skey, &next).await?;
+        self.store(bucket, key, &skey, &next).await?;
         Ok(next)
     }
 
@@ -200,7 +223,7 @@ impl Replica {
                 merged
             }
         };
-        self.store(&skey, &merged).await?;
+        self.store(bucket, key, &skey, &merged).await?;
         Ok(merged)
     }
 
@@ -219,7 +242,13 @@ impl Replica {
             )
     }
 
-    async fn store(&self, skey: &[u8], state: &KeyState) -> Result<(), ReplicaError> {
+    async fn store(
+        &self,
+        bucket: &str,
+        key: &str,
+        skey: &[u8],
+        state: &KeyState,
+    ) -> Result<(), ReplicaError> {
         let bytes = state.encode();
         if bytes.len() > self.max_state_bytes {
             return Err(ReplicaError::TooLarge {
@@ -228,6 +257,9 @@ impl Replica {
             });
         }
         self.storage.put_async(skey, &bytes).await?;
+        let partition = self.ring.partition(bucket.as_bytes(), key.as_bytes());
+        self.trees
+            .update(partition, skey, Some(merkle::state_hash(&bytes)));
         Ok(())
     }
 
@@ -258,6 +290,17 @@ impl Default for Stripes {
     fn default() -> Self {
         Stripes::new()
     }
+}
+
+/// The (bucket, key) of a storage key.
+pub fn split_storage_key(skey: &[u8]) -> Option<(String, String)> {
+    let (&bucket_len, rest) = skey.split_first()?;
+    let bucket = rest.get(..bucket_len as usize)?;
+    let key = &rest[bucket_len as usize..];
+    Some((
+        String::from_utf8(bucket.to_vec()).ok()?,
+        String::from_utf8(key.to_vec()).ok()?,
+    ))
 }
 
 /// The storage key of (bucket, key): the bucket's length, the bucket, then the key, so no two
@@ -314,8 +357,10 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 mod hints;
+pub mod merkle;
 
 pub use hints::{HintKey, Hints};
+use merkle::Trees;
 
 #[cfg(test)]
 mod tests;

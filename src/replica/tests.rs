@@ -17,6 +17,7 @@ fn open(dir: &Path, node: &str) -> Replica {
         dir,
         node,
         options(),
+        crate::ring::Ring::new(vec![node.to_owned()], 8),
         Arc::new(SystemClock),
         &|| fastrand::u64(..),
         SiblingLimits::default(),

@@ -56,6 +56,11 @@ impl Answer {
 impl TestCluster {
     /// Starts `n` nodes with `quorumkv dev`'s settings (a `sessions` bucket in LWW mode).
     pub async fn start(n: usize) -> TestCluster {
+        TestCluster::start_with(n, |_| {}).await
+    }
+
+    /// Starts `n` nodes, letting `tweak` adjust every node's config first.
+    pub async fn start_with(n: usize, tweak: impl Fn(&mut Config)) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut listeners = Vec::new();
         let mut members = Vec::new();
@@ -69,7 +74,8 @@ impl TestCluster {
             });
             listeners.push(l);
         }
-        let configs = Config::local_cluster(members, dir.path());
+        let mut configs = Config::local_cluster(members, dir.path());
+        configs.iter_mut().for_each(&tweak);
         let mut nodes = Vec::new();
         for (config, l) in configs.iter().zip(listeners) {
             nodes.push(Some(

@@ -1,0 +1,232 @@
+//! Anti-entropy: replicas that missed writes converge without anyone reading the data.
+//!
+//! Every `[anti_entropy] interval_ms`, this node walks the partitions it replicates and, for
+//! each, compares its hash tree (`replica::merkle`) with that of another live replica, taking
+//! the other replicas in turn: the 16 group hashes first (an identical partition costs one
+//! round trip of ~150 bytes), then the leaves of differing groups, then the key digests of
+//! differing leaves. Each key whose hashes differ is read on both sides, merged with `sync`,
+//! and the merge written back wherever it is newer. Partitions are spread evenly over the
+//! interval, and repairs go one key at a time, so the exchange never crowds out client traffic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::causal::WallClock;
+use crate::coordinator::Coordinator;
+use crate::replica::merkle::{FANOUT, GROUPS};
+use crate::replica::split_storage_key;
+use crate::rpc::{self, Request, Response};
+
+/// How long one step of an exchange may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The last exchange of one partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exchange {
+    pub peer: String,
+    pub finished_ms: u64,
+    pub keys_repaired: u64,
+    pub bytes: u64,
+}
+
+/// Progress, for `/admin/status`.
+#[derive(Default)]
+pub struct Stats {
+    exchanges: AtomicU64,
+    keys_repaired: AtomicU64,
+    last: Mutex<BTreeMap<u32, Exchange>>,
+}
+
+impl Stats {
+    pub fn exchanges(&self) -> u64 {
+        self.exchanges.load(Ordering::Relaxed)
+    }
+
+    pub fn keys_repaired(&self) -> u64 {
+        self.keys_repaired.load(Ordering::Relaxed)
+    }
+
+    pub fn last(&self) -> BTreeMap<u32, Exchange> {
+        self.last.lock().clone()
+    }
+}
+
+/// Runs exchanges until dropped.
+pub async fn run(
+    coordinator: Arc<Coordinator>,
+    stats: Arc<Stats>,
+    clock: Arc<dyn WallClock>,
+    interval: Duration,
+) {
+    let me = coordinator.me().to_owned();
+    let n = coordinator.max_n();
+    let ring = coordinator.ring().clone();
+    let partitions: Vec<(u32, Vec<String>)> = (0..ring.ring_size())
+        .filter_map(|p| {
+            let replicas = ring.preference_list(p, n);
+            replicas.contains(&me.as_str()).then(|| {
+                let others = replicas
+                    .into_iter()
+                    .filter(|r| *r != me)
+                    .map(str::to_owned)
+                    .collect();
+                (p, others)
+            })
+        })
+        .collect();
+    if partitions.is_empty() {
+        return;
+    }
+    let spacing = interval / partitions.len() as u32;
+    let mut round: usize = 0;
+    loop {
+        for (partition, others) in &partitions {
+            tokio::time::sleep(spacing).await;
+            let live: Vec<&String> = others
+                .iter()
+                .filter(|o| !coordinator.liveness().is_down(o))
+                .collect();
+            let Some(peer) = live.get(round % live.len().max(1)) else {
+                continue;
+            };
+            match exchange(&coordinator, *partition, peer).await {
+                Ok(done) => {
+                    stats.exchanges.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .keys_repaired
+                        .fetch_add(done.keys_repaired, Ordering::Relaxed);
+                    if done.keys_repaired > 0 {
+                        tracing::info!(partition, %peer, keys = done.keys_repaired, "anti-entropy repaired keys");
+                    }
+                    let finished_ms = clock.now_ms();
+                    stats.last.lock().insert(
+                        *partition,
+                        Exchange {
+                            finished_ms,
+                            ..done
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!(partition, %peer, error = %e, "anti-entropy exchange failed")
+                }
+            }
+        }
+        round = round.wrapping_add(1);
+    }
+}
+
+/// One exchange of a partition with `peer`.
+async fn exchange(c: &Coordinator, partition: u32, peer: &str) -> Result<Exchange, String> {
+    let mut bytes = 0u64;
+    let trees = c.replica().trees();
+    let theirs = hashes(c, peer, Request::AeGroups { partition }, &mut bytes).await?;
+    let ours = trees.groups(partition);
+    let mut leaves = Vec::new();
+    for group in (0..GROUPS).filter(|&g| theirs.get(g) != ours.get(g)) {
+        let request = Request::AeLeaves {
+            partition,
+            group: group as u32,
+        };
+        let theirs = hashes(c, peer, request, &mut bytes).await?;
+        let ours = trees.leaves(partition, group);
+        leaves.extend(
+            (0..FANOUT)
+                .filter(|&l| theirs.get(l) != ours.get(l))
+                .map(|l| group * FANOUT + l),
+        );
+    }
+    let mut keys_repaired = 0;
+    for leaf in leaves {
+        let request = Request::AeDigests {
+            partition,
+            leaf: leaf as u32,
+        };
+        let theirs: HashMap<Vec<u8>, u64> = match call(c, peer, request, &mut bytes).await? {
+            Response::Digests(d) => d.into_iter().collect(),
+            _ => return Err("unexpected answer to a digest request".into()),
+        };
+        let ours: HashMap<Vec<u8>, u64> = trees.digests(partition, leaf).into_iter().collect();
+        let differing = theirs
+            .iter()
+            .filter(|(k, h)| ours.get(*k) != Some(h))
+            .map(|(k, _)| k)
+            .chain(ours.keys().filter(|k| !theirs.contains_key(*k)));
+        for skey in differing {
+            if repair(c, peer, skey).await {
+                keys_repaired += 1;
+            }
+        }
+    }
+    Ok(Exchange {
+        peer: peer.to_owned(),
+        finished_ms: 0,
+        keys_repaired,
+        bytes,
+    })
+}
+
+/// Brings one key to the merge of both sides' states; true if either side changed.
+async fn repair(c: &Coordinator, peer: &str, skey: &[u8]) -> bool {
+    let Some((bucket, key)) = split_storage_key(skey) else {
+        return false;
+    };
+    let reader = c.reader(&bucket, &key);
+    let deadline = Instant::now() + CALL_TIMEOUT;
+    let (Ok(ours), Ok(theirs)) = (
+        reader.read(c.me(), deadline).await,
+        reader.read(peer, deadline).await,
+    ) else {
+        return false;
+    };
+    let merged = match (&ours, &theirs) {
+        (Some(a), Some(b)) => match a.merge(b) {
+            Ok(m) => m,
+            Err(_) => return false,
+        },
+        (Some(a), None) | (None, Some(a)) => a.clone(),
+        (None, None) => return false,
+    };
+    let mut changed = false;
+    for (node, state) in [(c.me(), &ours), (peer, &theirs)] {
+        if state.as_ref() != Some(&merged) {
+            changed |= reader.push(node, &merged, CALL_TIMEOUT).await.is_ok();
+        }
+    }
+    changed
+}
+
+async fn call(
+    c: &Coordinator,
+    peer: &str,
+    request: Request,
+    bytes: &mut u64,
+) -> Result<Response, String> {
+    let body = Bytes::from(rpc::encode(&request));
+    *bytes += body.len() as u64;
+    let raw = c
+        .net()
+        .call(peer, body, CALL_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    *bytes += raw.len() as u64;
+    rpc::decode(&raw).ok_or_else(|| "undecodable answer".to_owned())
+}
+
+async fn hashes(
+    c: &Coordinator,
+    peer: &str,
+    request: Request,
+    bytes: &mut u64,
+) -> Result<Vec<u64>, String> {
+    match call(c, peer, request, bytes).await? {
+        Response::Hashes(h) => Ok(h),
+        _ => Err("unexpected answer to a hash request".into()),
+    }
+}
