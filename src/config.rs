@@ -203,6 +203,9 @@ pub struct AntiEntropyConfig {
     /// Switching it off leaves healing to read repair and hinted handoff (for tests, mostly).
     pub enabled: bool,
     pub interval_ms: u64,
+    /// How long a delete's tombstone is kept, at least, before it may be reaped (once every
+    /// replica holds it). Longer than any outage a hint must outlive.
+    pub tombstone_grace_ms: u64,
 }
 
 impl Default for AntiEntropyConfig {
@@ -210,6 +213,7 @@ impl Default for AntiEntropyConfig {
         AntiEntropyConfig {
             enabled: true,
             interval_ms: 10_000,
+            tombstone_grace_ms: 3_600_000,
         }
     }
 }

@@ -186,6 +186,7 @@ impl Node {
             ae_stats.clone(),
             seams.clock.clone(),
             Duration::from_millis(config.anti_entropy.interval_ms),
+            Duration::from_millis(config.anti_entropy.tombstone_grace_ms),
         ));
         if !config.anti_entropy.enabled {
             ae_task.abort();

@@ -64,6 +64,12 @@ pub enum Request {
         key: String,
         state: Vec<u8>,
     },
+    /// Delete the key if your state of it is exactly this tombstone state (reaping).
+    Reap {
+        bucket: String,
+        key: String,
+        state: Vec<u8>,
+    },
     /// Anti-entropy: the group hashes of a partition's tree.
     AeGroups {
         partition: u32,

@@ -47,7 +47,11 @@ async fn a_node_that_missed_10000_writes_catches_up_without_reads() {
             stored_keys(&c, 2).await == KEYS as u64
         })
         .await;
-    assert!(caught_up, "n3 holds {} of {KEYS} keys", stored_keys(&c, 2).await);
+    assert!(
+        caught_up,
+        "n3 holds {} of {KEYS} keys",
+        stored_keys(&c, 2).await
+    );
     eprintln!(
         "n3 converged on {KEYS} missed keys {:.1} s after healing",
         started.elapsed().as_secs_f64()
@@ -57,9 +61,8 @@ async fn a_node_that_missed_10000_writes_catches_up_without_reads() {
         .eventually(Duration::from_secs(30), || async {
             let status = c.get(2, "/admin/status").await.json();
             let last = &status["anti_entropy"]["last_exchange_per_partition"];
-            last.as_object().is_some_and(|parts| {
-                parts.values().any(|e| e["keys_repaired"] == 0)
-            })
+            last.as_object()
+                .is_some_and(|parts| parts.values().any(|e| e["keys_repaired"] == 0))
         })
         .await;
     assert!(idle, "no idle exchange recorded");
@@ -79,4 +82,150 @@ async fn a_node_that_missed_10000_writes_catches_up_without_reads() {
     if let Ok(c) = Arc::try_unwrap(c) {
         c.shutdown().await;
     }
+}
+
+fn reap_at_once(config: &mut quorumkv::config::Config) {
+    config.anti_entropy.interval_ms = 300;
+    config.anti_entropy.tombstone_grace_ms = 0;
+}
+
+async fn exchanges(c: &TestCluster, i: usize) -> u64 {
+    c.get(i, "/admin/status").await.json()["anti_entropy"]["exchanges"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Waits until each of `nodes` has run `rounds` more exchanges than now.
+async fn wait_rounds(c: &TestCluster, nodes: &[usize], rounds: u64) {
+    let mut targets = Vec::new();
+    for &i in nodes {
+        targets.push((i, exchanges(c, i).await + rounds));
+    }
+    let done = c
+        .eventually(Duration::from_secs(60), || async {
+            let mut all = true;
+            for &(i, target) in &targets {
+                all &= exchanges(c, i).await >= target;
+            }
+            all
+        })
+        .await;
+    assert!(done, "anti-entropy stalled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_made_while_a_replica_was_away_stays_deleted_and_is_reaped() {
+    let c = TestCluster::start_with(3, reap_at_once).await;
+    // A key whose reaper (its first primary) is n1, so that n3 can be away while n1 decides.
+    let mut key = String::new();
+    for k in 0..100 {
+        let pl = c
+            .get(0, &format!("/admin/preflist/b/gone-{k}"))
+            .await
+            .json();
+        if pl["nodes"][0] == "n1" {
+            key = format!("b/gone-{k}");
+            break;
+        }
+    }
+    assert!(!key.is_empty());
+    let (kv, replica) = (format!("/kv/{key}"), format!("/admin/replica/{key}"));
+    assert_eq!(
+        c.put(0, &format!("{kv}?w=all"), None, "v").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let read = c.get(0, &format!("{kv}?r=all")).await;
+    c.cut_off(2);
+    let del = c
+        .request(
+            0,
+            reqwest::Method::DELETE,
+            &format!("{kv}?w=2"),
+            read.context.as_deref(),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT);
+    // While n3 is away the tombstone cannot be reaped: n3 still holds the value.
+    wait_rounds(&c, &[0, 1], 128).await;
+    assert_eq!(c.get(0, &replica).await.json()["tombstone"], true);
+    c.heal();
+    // Anti-entropy brings the tombstone to n3, then every replica holds it and it is reaped.
+    let reaped = c
+        .eventually(Duration::from_secs(60), || async {
+            let mut all = true;
+            for i in 0..3 {
+                all &= c.get(i, &replica).await.status == StatusCode::NOT_FOUND;
+            }
+            all
+        })
+        .await;
+    assert!(reaped, "the tombstone was not reaped everywhere");
+    // Many rounds later the value has not come back anywhere.
+    wait_rounds(&c, &[0, 1, 2], 192).await;
+    for i in 0..3 {
+        assert_eq!(
+            c.get(i, &format!("{kv}?r=all")).await.status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(c.get(i, &replica).await.status, StatusCode::NOT_FOUND);
+    }
+    c.shutdown().await;
+}
+
+/// Riak's kv679_tombstone ("doomstone"): a tombstone that reaches a replica late must not
+/// erase values written after it, or concurrently with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_tombstone_never_erases_a_later_value() {
+    let c = TestCluster::start_with(3, fast_anti_entropy).await;
+    assert_eq!(
+        c.put(0, "/kv/b/doom?w=all", None, "v1").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let v1 = c.get(0, "/kv/b/doom?r=all").await;
+    c.cut_off(2);
+    // n1 and n2 delete v1; n3, cut off, does not hear of it.
+    let del = c
+        .request(
+            0,
+            reqwest::Method::DELETE,
+            "/kv/b/doom?w=2",
+            v1.context.as_deref(),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT);
+    // A client that read v1 writes v2 through n3 alone: concurrent with the delete.
+    let v2 = c
+        .put(2, "/kv/b/doom?w=1", v1.context.as_deref(), "v2")
+        .await;
+    assert_eq!(v2.status, StatusCode::NO_CONTENT);
+    // A client that saw the delete writes v3 through n1: after the tombstone.
+    let gone = c.get(0, "/kv/b/doom?r=2").await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let v3 = c
+        .put(0, "/kv/b/doom?w=2", gone.context.as_deref(), "v3")
+        .await;
+    assert_eq!(v3.status, StatusCode::NO_CONTENT);
+    c.heal();
+    // The tombstone reaches n3 late (by anti-entropy): v2 and v3 both survive everywhere.
+    let converged = c
+        .eventually(Duration::from_secs(60), || async {
+            let mut all = true;
+            for i in 0..3 {
+                let replica = c.get(i, "/admin/replica/b/doom").await.json();
+                let values: Vec<&str> = replica["siblings"]
+                    .as_array()
+                    .map(|s| s.iter().filter_map(|v| v["value"].as_str()).collect())
+                    .unwrap_or_default();
+                let mut values = values;
+                values.sort();
+                all &= values == ["v2", "v3"];
+            }
+            all
+        })
+        .await;
+    assert!(converged, "replicas did not converge on v2 and v3");
+    assert_eq!(c.get(1, "/kv/b/doom?r=all").await.values(), ["v2", "v3"]);
+    c.shutdown().await;
 }

@@ -7,6 +7,7 @@
 //! differing leaves. Each key whose hashes differ is read on both sides, merged with `sync`,
 //! and the merge written back wherever it is newer. Partitions are spread evenly over the
 //! interval, and repairs go one key at a time, so the exchange never crowds out client traffic.
+//! The same walk reaps expired tombstones (`reaper`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,8 @@ use crate::coordinator::Coordinator;
 use crate::replica::merkle::{FANOUT, GROUPS};
 use crate::replica::split_storage_key;
 use crate::rpc::{self, Request, Response};
+
+mod reaper;
 
 /// How long one step of an exchange may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,6 +43,7 @@ pub struct Exchange {
 pub struct Stats {
     exchanges: AtomicU64,
     keys_repaired: AtomicU64,
+    tombstones_reaped: AtomicU64,
     last: Mutex<BTreeMap<u32, Exchange>>,
 }
 
@@ -50,6 +54,10 @@ impl Stats {
 
     pub fn keys_repaired(&self) -> u64 {
         self.keys_repaired.load(Ordering::Relaxed)
+    }
+
+    pub fn tombstones_reaped(&self) -> u64 {
+        self.tombstones_reaped.load(Ordering::Relaxed)
     }
 
     pub fn last(&self) -> BTreeMap<u32, Exchange> {
@@ -63,20 +71,23 @@ pub async fn run(
     stats: Arc<Stats>,
     clock: Arc<dyn WallClock>,
     interval: Duration,
+    tombstone_grace: Duration,
 ) {
     let me = coordinator.me().to_owned();
     let n = coordinator.max_n();
     let ring = coordinator.ring().clone();
-    let partitions: Vec<(u32, Vec<String>)> = (0..ring.ring_size())
+    // (partition, the other replicas, whether this node is its first primary and so reaps it)
+    let partitions: Vec<(u32, Vec<String>, bool)> = (0..ring.ring_size())
         .filter_map(|p| {
             let replicas = ring.preference_list(p, n);
             replicas.contains(&me.as_str()).then(|| {
+                let first = replicas.first() == Some(&me.as_str());
                 let others = replicas
                     .into_iter()
                     .filter(|r| *r != me)
                     .map(str::to_owned)
                     .collect();
-                (p, others)
+                (p, others, first)
             })
         })
         .collect();
@@ -86,8 +97,17 @@ pub async fn run(
     let spacing = interval / partitions.len() as u32;
     let mut round: usize = 0;
     loop {
-        for (partition, others) in &partitions {
+        for (partition, others, reaps) in &partitions {
             tokio::time::sleep(spacing).await;
+            if *reaps {
+                let grace = tombstone_grace.as_millis() as u64;
+                let reaped =
+                    reaper::reap_partition(&coordinator, *partition, grace, clock.now_ms()).await;
+                if reaped > 0 {
+                    stats.tombstones_reaped.fetch_add(reaped, Ordering::Relaxed);
+                    tracing::debug!(partition, reaped, "tombstones reaped");
+                }
+            }
             let live: Vec<&String> = others
                 .iter()
                 .filter(|o| !coordinator.liveness().is_down(o))

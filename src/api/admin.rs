@@ -41,6 +41,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
             "interval_ms": state.config.anti_entropy.interval_ms,
             "exchanges": state.anti_entropy.exchanges(),
             "keys_repaired": state.anti_entropy.keys_repaired(),
+            "tombstones_reaped": state.anti_entropy.tombstones_reaped(),
             "last_exchange_per_partition": state.anti_entropy.last(),
         },
         "read_repairs": c.read_repairs(),

@@ -46,11 +46,57 @@ impl KeyState {
         }
     }
 
+    /// If the state is nothing but tombstones, the time of the latest delete.
+    pub fn tombstone_only_since(&self) -> Option<u64> {
+        match self {
+            KeyState::Siblings(set) => {
+                let mut values = set.values().peekable();
+                values.peek()?;
+                values.try_fold(0, |latest: u64, s| {
+                    s.tombstone.then_some(latest.max(s.modified_ms))
+                })
+            }
+            KeyState::Lww(reg) => reg.value.tombstone.then_some(reg.value.modified_ms),
+        }
+    }
+
     /// Whether the state holds a tombstone (alone or beside live values).
     pub fn has_tombstone(&self) -> bool {
         match self {
             KeyState::Siblings(set) => set.values().any(|s| s.tombstone),
             KeyState::Lww(reg) => reg.value.tombstone,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::causal::Actor;
+
+    #[test]
+    fn only_states_of_nothing_but_tombstones_are_reapable() {
+        let a = Actor::new("a");
+        let put = DvvSet::new().update(
+            &VersionVector::new(),
+            Sibling::value(b"v".to_vec(), "t", 5),
+            &a,
+        );
+        let deleted = put.update(&put.join(), Sibling::tombstone(9), &a);
+        assert_eq!(KeyState::Siblings(put.clone()).tombstone_only_since(), None);
+        assert_eq!(
+            KeyState::Siblings(deleted.clone()).tombstone_only_since(),
+            Some(9)
+        );
+        let concurrent = deleted.update(
+            &VersionVector::new(),
+            Sibling::value(b"w".to_vec(), "t", 7),
+            &a,
+        );
+        assert_eq!(KeyState::Siblings(concurrent).tombstone_only_since(), None);
+        assert_eq!(
+            KeyState::Siblings(DvvSet::new()).tombstone_only_since(),
+            None
+        );
     }
 }

@@ -379,6 +379,35 @@ impl Reader {
         }
     }
 
+    /// Asks the node to delete the key if its state is exactly `state` (tombstone reaping).
+    pub(crate) async fn reap(
+        &self,
+        node: &str,
+        state: &KeyState,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        if node == self.me {
+            return match self.replica.reap(&self.bucket, &self.key, state).await? {
+                true => Ok(()),
+                false => Err(Failure::Internal("the key changed; not reaped".into())),
+            };
+        }
+        let request = Bytes::from(rpc::encode(&Request::Reap {
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            state: state.encode(),
+        }));
+        let raw = self
+            .net
+            .call(node, request, timeout)
+            .await
+            .map_err(|e| Failure::Internal(e.to_string()))?;
+        match rpc::decode(&raw) {
+            Some(Response::Synced(result)) => result,
+            _ => Err(Failure::Internal(format!("unexpected answer from {node}"))),
+        }
+    }
+
     /// Merges `state` into the node's copy of the key.
     pub(crate) async fn push(
         &self,

@@ -40,6 +40,9 @@ impl Handler for Service {
                         .map_err(Failure::from),
                 ),
                 Some(Request::Ping) => Response::Pong,
+                Some(Request::Reap { bucket, key, state }) => {
+                    Response::Synced(reap(&coordinator, &bucket, &key, &state).await)
+                }
                 Some(Request::AeGroups { partition }) => {
                     Response::Hashes(coordinator.replica().trees().groups(partition))
                 }
@@ -93,4 +96,17 @@ async fn hint(
     let hint = HintKey { owner, bucket, key };
     coordinator.replica().hints().store(&hint, &state).await?;
     Ok(())
+}
+
+async fn reap(
+    coordinator: &Coordinator,
+    bucket: &str,
+    key: &str,
+    state: &[u8],
+) -> Result<(), Failure> {
+    let state = KeyState::decode(state).map_err(|e| Failure::Internal(e.to_string()))?;
+    match coordinator.replica().reap(bucket, key, &state).await? {
+        true => Ok(()),
+        false => Err(Failure::Internal("the key changed; not reaped".into())),
+    }
 }

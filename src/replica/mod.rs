@@ -199,6 +199,25 @@ impl Replica {
         Ok(next)
     }
 
+    /// Removes the key if its state is still exactly `expected` (a tombstone every replica was
+    /// seen to hold); returns whether it did.
+    pub async fn reap(
+        &self,
+        bucket: &str,
+        key: &str,
+        expected: &KeyState,
+    ) -> Result<bool, ReplicaError> {
+        let skey = storage_key(bucket, key);
+        let _guard = self.lock(&skey).await;
+        if self.read(bucket, key)?.as_ref() != Some(expected) {
+            return Ok(false);
+        }
+        self.storage.delete_async(&skey).await?;
+        let partition = self.ring.partition(bucket.as_bytes(), key.as_bytes());
+        self.trees.update(partition, &skey, None);
+        Ok(true)
+    }
+
     /// Merges a state from another replica into this one's; stores it if anything changed.
     pub async fn sync(
         &self,
