@@ -359,22 +359,17 @@ impl Reader {
                 .read(&self.bucket, &self.key)
                 .map_err(Failure::from);
         }
-        let request = Bytes::from(rpc::encode(&Request::Read {
+        let request = Request::Read {
             bucket: self.bucket.clone(),
             key: self.key.clone(),
-        }));
+        };
         let timeout = deadline.saturating_duration_since(Instant::now());
-        let raw = self
-            .net
-            .call(node, request, timeout)
-            .await
-            .map_err(|e| Failure::Internal(e.to_string()))?;
-        match rpc::decode(&raw) {
-            Some(Response::State(Ok(Some(bytes)))) => KeyState::decode(&bytes)
+        match self.ask(node, &request, timeout).await? {
+            Response::State(Ok(Some(bytes))) => KeyState::decode(&bytes)
                 .map(Some)
                 .map_err(|e| Failure::Internal(e.to_string())),
-            Some(Response::State(Ok(None))) => Ok(None),
-            Some(Response::State(Err(f))) => Err(f),
+            Response::State(Ok(None)) => Ok(None),
+            Response::State(Err(f)) => Err(f),
             _ => Err(Failure::Internal(format!("unexpected answer from {node}"))),
         }
     }
@@ -392,20 +387,12 @@ impl Reader {
                 false => Err(Failure::Internal("the key changed; not reaped".into())),
             };
         }
-        let request = Bytes::from(rpc::encode(&Request::Reap {
+        let request = Request::Reap {
             bucket: self.bucket.clone(),
             key: self.key.clone(),
             state: state.encode(),
-        }));
-        let raw = self
-            .net
-            .call(node, request, timeout)
-            .await
-            .map_err(|e| Failure::Internal(e.to_string()))?;
-        match rpc::decode(&raw) {
-            Some(Response::Synced(result)) => result,
-            _ => Err(Failure::Internal(format!("unexpected answer from {node}"))),
-        }
+        };
+        self.ask_synced(node, &request, timeout).await
     }
 
     /// Merges `state` into the node's copy of the key.
@@ -419,18 +406,38 @@ impl Reader {
             self.replica.sync(&self.bucket, &self.key, state).await?;
             return Ok(());
         }
-        let request = Bytes::from(rpc::encode(&Request::Sync {
+        let request = Request::Sync {
             bucket: self.bucket.clone(),
             key: self.key.clone(),
             state: state.encode(),
-        }));
+        };
+        self.ask_synced(node, &request, timeout).await
+    }
+
+    async fn ask(
+        &self,
+        node: &str,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, Failure> {
         let raw = self
             .net
-            .call(node, request, timeout)
+            .call(node, Bytes::from(rpc::encode(request)), timeout)
             .await
             .map_err(|e| Failure::Internal(e.to_string()))?;
-        match rpc::decode(&raw) {
-            Some(Response::Synced(result)) => result,
+        rpc::decode(&raw)
+            .ok_or_else(|| Failure::Internal(format!("undecodable answer from {node}")))
+    }
+
+    /// Sends a request answered with `Synced`, and returns that answer.
+    async fn ask_synced(
+        &self,
+        node: &str,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        match self.ask(node, request, timeout).await? {
+            Response::Synced(result) => result,
             _ => Err(Failure::Internal(format!("unexpected answer from {node}"))),
         }
     }
