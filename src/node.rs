@@ -79,7 +79,6 @@ impl Seams {
 pub struct Node {
     node_id: String,
     http_addr: SocketAddr,
-    peer_addr: SocketAddr,
     faults: Arc<Faults>,
     replica: Arc<Replica>,
     http_stop: Option<oneshot::Sender<()>>,
@@ -226,7 +225,6 @@ impl Node {
         Ok(Node {
             node_id: config.node_id.clone(),
             http_addr,
-            peer_addr,
             faults,
             replica,
             http_stop: Some(http_stop),
@@ -244,10 +242,6 @@ impl Node {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
-    }
-
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer_addr
     }
 
     /// The fault-injection seam of this node's outgoing messages.

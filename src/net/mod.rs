@@ -152,10 +152,6 @@ impl Net {
         }
     }
 
-    pub fn faults(&self) -> &Arc<Faults> {
-        &self.faults
-    }
-
     /// Whether the peer's connection is currently up (for status pages).
     pub async fn connected(&self, peer: &str) -> bool {
         match self.peers.get(peer) {

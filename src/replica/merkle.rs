@@ -8,9 +8,9 @@
 //! hash is the XOR of its leaves. An exchange compares the [`GROUPS`] group hashes, then the
 //! leaves of differing groups, then the key digests of differing leaves.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use parking_lot::Mutex;
+use dashmap::DashMap;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 pub const LEAVES: usize = 256;
@@ -51,17 +51,17 @@ impl Tree {
     }
 }
 
-/// The trees of every partition this node stores keys of.
+/// The trees of every partition this node stores keys of, each behind its own shard lock so
+/// writes to different partitions do not contend.
 #[derive(Default)]
 pub struct Trees {
-    partitions: Mutex<HashMap<u32, Tree>>,
+    partitions: DashMap<u32, Tree>,
 }
 
 impl Trees {
     /// Records that `storage_key` of `partition` now has a state hashing to `hash` (or is gone).
     pub fn update(&self, partition: u32, storage_key: &[u8], hash: Option<u64>) {
-        let mut partitions = self.partitions.lock();
-        let tree = partitions.entry(partition).or_insert_with(Tree::new);
+        let mut tree = self.partitions.entry(partition).or_insert_with(Tree::new);
         let leaf = &mut tree.leaves[leaf_of(storage_key)];
         let old = match hash {
             Some(h) => leaf.keys.insert(storage_key.to_vec(), h),
@@ -77,8 +77,7 @@ impl Trees {
 
     /// The [`GROUPS`] group hashes of a partition (all zero if it holds nothing).
     pub fn groups(&self, partition: u32) -> Vec<u64> {
-        let partitions = self.partitions.lock();
-        match partitions.get(&partition) {
+        match self.partitions.get(&partition) {
             None => vec![0; GROUPS],
             Some(tree) => tree
                 .leaves
@@ -90,8 +89,7 @@ impl Trees {
 
     /// The [`FANOUT`] leaf hashes of one group.
     pub fn leaves(&self, partition: u32, group: usize) -> Vec<u64> {
-        let partitions = self.partitions.lock();
-        match (partitions.get(&partition), group < GROUPS) {
+        match (self.partitions.get(&partition), group < GROUPS) {
             (Some(tree), true) => tree.leaves[group * FANOUT..(group + 1) * FANOUT]
                 .iter()
                 .map(|l| l.hash)
@@ -102,8 +100,7 @@ impl Trees {
 
     /// The (storage key, state hash) pairs of one leaf.
     pub fn digests(&self, partition: u32, leaf: usize) -> Vec<(Vec<u8>, u64)> {
-        let partitions = self.partitions.lock();
-        match (partitions.get(&partition), leaf < LEAVES) {
+        match (self.partitions.get(&partition), leaf < LEAVES) {
             (Some(tree), true) => tree.leaves[leaf]
                 .keys
                 .iter()

@@ -45,10 +45,6 @@ impl Ring {
         self.ring_size
     }
 
-    pub fn members(&self) -> &[String] {
-        &self.members
-    }
-
     pub fn partition(&self, bucket: &[u8], key: &[u8]) -> u32 {
         let mut h = Xxh3::new();
         h.update(&(bucket.len() as u32).to_le_bytes());
