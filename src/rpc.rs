@@ -8,7 +8,11 @@ use crate::causal::{Actor, VersionVector};
 /// What a client write does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOp {
-    Put { data: Vec<u8>, content_type: String },
+    Put {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        content_type: String,
+    },
     Delete,
 }
 
@@ -48,6 +52,7 @@ pub enum Request {
     Sync {
         bucket: String,
         key: String,
+        #[serde(with = "serde_bytes")]
         state: Vec<u8>,
     },
     /// Send your copy of the key.
@@ -62,12 +67,14 @@ pub enum Request {
         owner: String,
         bucket: String,
         key: String,
+        #[serde(with = "serde_bytes")]
         state: Vec<u8>,
     },
     /// Delete the key if your state of it is exactly this tombstone state (reaping).
     Reap {
         bucket: String,
         key: String,
+        #[serde(with = "serde_bytes")]
         state: Vec<u8>,
     },
     /// Anti-entropy: the group hashes of a partition's tree.
@@ -98,6 +105,7 @@ pub enum Failure {
 /// The result of a coordinated write: the state after it, and how many replicas stored it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutOutcome {
+    #[serde(with = "serde_bytes")]
     pub state: Vec<u8>,
     pub acked: u8,
 }
@@ -107,11 +115,16 @@ pub enum Response {
     Put(Result<PutOutcome, Failure>),
     Synced(Result<(), Failure>),
     /// The replica's encoded state, or `None` if it holds nothing for the key.
-    State(Result<Option<Vec<u8>>, Failure>),
+    State(Result<Option<Blob>, Failure>),
     Pong,
     Hashes(Vec<u64>),
     Digests(Vec<(Vec<u8>, u64)>),
 }
+
+/// Bytes that serialize as one length-prefixed run (not element by element, as `Vec<u8>`
+/// otherwise does), where serde's field attributes cannot reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blob(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     // Serializing these plain data types into a Vec cannot fail.

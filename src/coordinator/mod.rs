@@ -365,7 +365,7 @@ impl Reader {
         };
         let timeout = deadline.saturating_duration_since(Instant::now());
         match self.ask(node, &request, timeout).await? {
-            Response::State(Ok(Some(bytes))) => KeyState::decode(&bytes)
+            Response::State(Ok(Some(bytes))) => KeyState::decode(&bytes.0)
                 .map(Some)
                 .map_err(|e| Failure::Internal(e.to_string())),
             Response::State(Ok(None)) => Ok(None),

@@ -36,7 +36,7 @@ impl Handler for Service {
                     coordinator
                         .replica()
                         .read(&bucket, &key)
-                        .map(|s| s.map(|s| s.encode()))
+                        .map(|s| s.map(|s| rpc::Blob(s.encode())))
                         .map_err(Failure::from),
                 ),
                 Some(Request::Ping) => Response::Pong,
