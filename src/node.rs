@@ -103,22 +103,12 @@ impl Node {
     ) -> Result<Node, NodeError> {
         config.validate()?;
         let config = Arc::new(config);
-        let http_addr = listeners
-            .http
-            .local_addr()
-            .map_err(|source| NodeError::Bind {
-                what: "http_addr",
-                addr: config.http_addr,
-                source,
-            })?;
-        let peer_addr = listeners
-            .peer
-            .local_addr()
-            .map_err(|source| NodeError::Bind {
-                what: "peer_addr",
-                addr: config.peer_addr,
-                source,
-            })?;
+        let bound = |l: &TcpListener, what, addr| {
+            l.local_addr()
+                .map_err(|source| NodeError::Bind { what, addr, source })
+        };
+        let http_addr = bound(&listeners.http, "http_addr", config.http_addr)?;
+        let peer_addr = bound(&listeners.peer, "peer_addr", config.peer_addr)?;
         let ring = Ring::new(
             config
                 .cluster

@@ -2,6 +2,7 @@
 //! forwarded write, merge a replicated state, report a stored state).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -11,6 +12,9 @@ use crate::causal::KeyState;
 use crate::net::Handler;
 use crate::replica::HintKey;
 use crate::rpc::{self, Failure, Request, Response};
+
+/// Local operations take no network round trip; the timeout they are given is unused.
+const LOCAL: Duration = Duration::ZERO;
 
 pub struct Service {
     coordinator: Arc<Coordinator>,
@@ -74,15 +78,22 @@ impl Handler for Service {
     }
 }
 
+fn decode(state: &[u8]) -> Result<KeyState, Failure> {
+    KeyState::decode(state).map_err(|e| Failure::Internal(e.to_string()))
+}
+
+/// Merges a replicated state into this node's copy (the same path read repair takes).
 async fn sync(
     coordinator: &Coordinator,
     bucket: &str,
     key: &str,
     state: &[u8],
 ) -> Result<(), Failure> {
-    let state = KeyState::decode(state).map_err(|e| Failure::Internal(e.to_string()))?;
-    coordinator.replica().sync(bucket, key, &state).await?;
-    Ok(())
+    let me = coordinator.me();
+    coordinator
+        .reader(bucket, key)
+        .push(me, &decode(state)?, LOCAL)
+        .await
 }
 
 async fn hint(
@@ -92,21 +103,25 @@ async fn hint(
     key: String,
     state: &[u8],
 ) -> Result<(), Failure> {
-    let state = KeyState::decode(state).map_err(|e| Failure::Internal(e.to_string()))?;
     let hint = HintKey { owner, bucket, key };
-    coordinator.replica().hints().store(&hint, &state).await?;
+    coordinator
+        .replica()
+        .hints()
+        .store(&hint, &decode(state)?)
+        .await?;
     Ok(())
 }
 
+/// Reaps this node's copy (the same path the reaper takes locally).
 async fn reap(
     coordinator: &Coordinator,
     bucket: &str,
     key: &str,
     state: &[u8],
 ) -> Result<(), Failure> {
-    let state = KeyState::decode(state).map_err(|e| Failure::Internal(e.to_string()))?;
-    match coordinator.replica().reap(bucket, key, &state).await? {
-        true => Ok(()),
-        false => Err(Failure::Internal("the key changed; not reaped".into())),
-    }
+    let me = coordinator.me();
+    coordinator
+        .reader(bucket, key)
+        .reap(me, &decode(state)?, LOCAL)
+        .await
 }

@@ -25,6 +25,16 @@ fn open(dir: &Path, node: &str) -> Replica {
     .expect("open replica")
 }
 
+/// Replicas "a" and "b" in directories of their own (kept alive by the returned guards).
+fn two_replicas() -> (tempfile::TempDir, tempfile::TempDir, Replica, Replica) {
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let (a, b) = (open(a_dir.path(), "a"), open(b_dir.path(), "b"));
+    (a_dir, b_dir, a, b)
+}
+
 fn put(data: &str) -> WriteOp {
     WriteOp::Put {
         data: data.as_bytes().to_vec(),
@@ -63,12 +73,7 @@ async fn a_clean_restart_keeps_the_actor_and_a_crash_or_wipe_changes_it() {
 /// Riak's kv679_dataloss: a node that lost its data must not reissue dots it handed out.
 #[tokio::test]
 async fn a_wiped_node_never_reuses_a_dot() {
-    let (a_dir, b_dir) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let a = open(a_dir.path(), "a");
-    let b = open(b_dir.path(), "b");
+    let (a_dir, _b_dir, a, b) = two_replicas();
     let ctx = VersionVector::new();
     let first = a
         .coordinate("b", "k", Conflict::Siblings, &ctx, put("v1"))
@@ -92,12 +97,7 @@ async fn a_wiped_node_never_reuses_a_dot() {
 
 #[tokio::test]
 async fn lww_keys_keep_the_latest_write_and_sync_converges() {
-    let (a_dir, b_dir) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let a = open(a_dir.path(), "a");
-    let b = open(b_dir.path(), "b");
+    let (_a_dir, _b_dir, a, b) = two_replicas();
     let ctx = VersionVector::new();
     let old = a
         .coordinate("s", "k", Conflict::Lww, &ctx, put("old"))
