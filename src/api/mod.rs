@@ -20,6 +20,7 @@ use crate::anti_entropy;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 pub use error::ApiError;
+pub use params::CONTEXT_HEADER;
 
 /// What every handler shares.
 #[derive(Clone)]

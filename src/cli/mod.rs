@@ -33,9 +33,9 @@ enum Command {
     /// Talk to a cluster: get, put and delete keys, carrying the causal context for you.
     #[command(subcommand)]
     Kv(kv::KvCommand),
-    /// Measure this machine: load generators that print figures.
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    /// The load generator: run a workload against a cluster and report throughput and
+    /// latency (table, JSON, SVG plots). `bench storage` measures the storage engine alone.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,6 +53,15 @@ struct ServeArgs {
     data_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+    #[command(flatten)]
+    load: bench::load::LoadArgs,
+}
+
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// The storage engine alone: puts/s, gets/s, group commit, keydir memory, open time.
@@ -65,7 +74,14 @@ const EXIT_USAGE: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench(BenchCommand::Storage(args)) => match bench::storage::run(&args) {
+        Command::Bench(BenchArgs {
+            command: Some(BenchCommand::Storage(args)),
+            ..
+        }) => match bench::storage::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, e),
+        },
+        Command::Bench(BenchArgs { load, .. }) => match bench::load::run(load) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(1, e),
         },

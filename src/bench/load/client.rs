@@ -1,0 +1,92 @@
+//! One persistent HTTP/1.1 connection to a node, as a load-generating client holds it:
+//! hyper's client connection over a TCP_NODELAY socket, re-dialled after a failure.
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::api::CONTEXT_HEADER;
+
+/// What the bench needs from an answer: the status, and the causal context when one came.
+pub struct Answer {
+    pub status: StatusCode,
+    pub context: Option<String>,
+}
+
+pub struct Client {
+    host: String,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Client {
+    /// `host` is `ip:port`; the connection is made on first use.
+    pub fn new(host: String) -> Self {
+        Client { host, sender: None }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let stream = TcpStream::connect(&self.host)
+            .await
+            .map_err(|e| format!("connect {}: {e}", self.host))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake with {}: {e}", self.host))?;
+        tokio::spawn(async move {
+            // The connection ends when the sender is dropped or the server hangs up; either way
+            // the next request re-dials.
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    /// Sends one request and reads the whole answer. On a transport error the connection is
+    /// dropped, so the next call dials afresh.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        context: Option<&str>,
+    ) -> Result<Answer, String> {
+        let mut sender = match self.sender.take() {
+            Some(s) if !s.is_closed() => s,
+            _ => self.connect().await?,
+        };
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.host);
+        if !body.is_empty() {
+            request = request.header(header::CONTENT_TYPE, "application/octet-stream");
+        }
+        if let Some(token) = context {
+            request = request.header(CONTEXT_HEADER, token);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let context = response
+            .headers()
+            .get(CONTEXT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        self.sender = Some(sender);
+        Ok(Answer { status, context })
+    }
+}
