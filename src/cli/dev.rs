@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{Config, Member};
+use crate::config::{Config, Member, SyncSetting};
 use crate::node::{Listeners, Node};
 
 use super::{fail, runtime, wait_for_ctrl_c, EXIT_USAGE};
@@ -20,6 +20,10 @@ pub struct DevArgs {
     /// Node i serves HTTP on base-port+i and peers on base-port+100+i.
     #[arg(long, default_value_t = 8100, value_parser = clap::value_parser!(u16).range(1..=65000))]
     base_port: u16,
+    /// When the nodes fsync writes (API.md `[storage] sync`): always (before the ack, group
+    /// commit), interval, or none.
+    #[arg(long, value_enum, default_value = "always")]
+    sync: SyncSetting,
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
@@ -34,7 +38,10 @@ pub fn run(args: DevArgs) -> ExitCode {
             peer_addr: addr(args.base_port + 100 + i),
         })
         .collect();
-    let configs = Config::local_cluster(members, &args.data_dir);
+    let mut configs = Config::local_cluster(members, &args.data_dir);
+    for config in &mut configs {
+        config.storage.sync = args.sync;
+    }
     if let Some(Err(e)) = configs.first().map(Config::validate) {
         return fail(EXIT_USAGE, e);
     }
