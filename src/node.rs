@@ -194,6 +194,7 @@ impl Node {
             anti_entropy: ae_stats,
             config: config.clone(),
             started: Instant::now(),
+            metrics: Arc::default(),
         });
         let (http_stop, stopped) = oneshot::channel::<()>();
         let listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {

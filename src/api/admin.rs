@@ -30,6 +30,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         }));
     }
     let stats = c.replica().storage().stats();
+    let (sent, received) = c.net().traffic();
     Json(json!({
         "node_id": state.config.node_id,
         "actor": c.replica().actor().as_str(),
@@ -45,7 +46,10 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
             "last_exchange_per_partition": state.anti_entropy.last(),
         },
         "read_repairs": c.read_repairs(),
+        "hints_stored": c.replica().hints().stored(),
         "hints_delivered": c.hints_delivered(),
+        "hints_pending": pending.values().sum::<u64>(),
+        "internode": { "sent_bytes": sent, "received_bytes": received },
         "storage": {
             "keys": stats.keys,
             "live_bytes": stats.live_bytes,

@@ -36,6 +36,9 @@ pub async fn get(
         .coordinator
         .get(&t.bucket, &t.key, t.knobs.knobs)
         .await?;
+    if let Some(found) = &found {
+        state.metrics.siblings(found.live_values().len());
+    }
     Ok(respond::state(&t.bucket, &t.key, found.as_ref()))
 }
 

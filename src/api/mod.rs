@@ -6,6 +6,7 @@
 mod admin;
 mod error;
 mod kv;
+mod metrics;
 mod params;
 mod respond;
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::StatusCode;
+use axum::middleware;
 use axum::routing::get;
 use axum::Router;
 
@@ -20,6 +22,7 @@ use crate::anti_entropy;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 pub use error::ApiError;
+pub use metrics::RequestMetrics;
 pub use params::CONTEXT_HEADER;
 
 /// What every handler shares.
@@ -29,14 +32,23 @@ pub struct AppState {
     pub anti_entropy: Arc<anti_entropy::Stats>,
     pub config: Arc<Config>,
     pub started: Instant,
+    /// Counted per client request; shared by the `/kv` middleware and `/metrics`.
+    pub metrics: Arc<RequestMetrics>,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let kv = Router::new()
         .route(
             "/kv/{bucket}/{key}",
             get(kv::get).put(kv::put).delete(kv::delete),
         )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ));
+    Router::new()
+        .merge(kv)
+        .route("/metrics", get(metrics::metrics))
         .route("/health", get(admin::health))
         .route("/admin/status", get(admin::status))
         .route("/admin/ring", get(admin::ring))

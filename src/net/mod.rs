@@ -123,6 +123,9 @@ pub struct Net {
     faults: Arc<Faults>,
     dialer: Arc<dyn Dialer>,
     next_id: AtomicU64,
+    /// Bytes of requests sent and of answers received by this node's calls.
+    sent: AtomicU64,
+    received: AtomicU64,
 }
 
 impl Net {
@@ -149,7 +152,17 @@ impl Net {
             faults,
             dialer,
             next_id: AtomicU64::new(1),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
         }
+    }
+
+    /// Bytes of requests sent and of answers received over internode calls since start.
+    pub fn traffic(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether the peer's connection is currently up (for status pages).
@@ -190,7 +203,11 @@ impl Net {
             }
             let conn = self.connection(p).await?;
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            conn.request(id, request).await
+            self.sent.fetch_add(request.len() as u64, Ordering::Relaxed);
+            let answer = conn.request(id, request).await?;
+            self.received
+                .fetch_add(answer.len() as u64, Ordering::Relaxed);
+            Ok(answer)
         };
         tokio::time::timeout(timeout, attempt)
             .await

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{storage_key, ReplicaError, Stripes};
 use crate::causal::KeyState;
@@ -16,6 +17,7 @@ use crate::storage::{Options, Storage};
 pub struct Hints {
     storage: Storage,
     locks: Stripes,
+    stored: AtomicU64,
 }
 
 /// Where a hint belongs.
@@ -54,6 +56,7 @@ impl Hints {
         Ok(Hints {
             storage: Storage::open(dir, options)?,
             locks: Stripes::new(),
+            stored: AtomicU64::new(0),
         })
     }
 
@@ -70,7 +73,13 @@ impl Hints {
             None => state.clone(),
         };
         self.storage.put_async(&raw, &merged.encode()).await?;
+        self.stored.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How many hints this node has stored for other nodes since start.
+    pub fn stored(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
     }
 
     /// Every hint held, with its state.
