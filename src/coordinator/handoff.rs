@@ -27,6 +27,7 @@ pub async fn run(coordinator: Arc<Coordinator>, interval: Duration) {
         let due = hints
             .into_iter()
             .filter(|(hint, _)| !coordinator.liveness.is_down(&hint.owner));
+        let before = coordinator.hints_delivered.load(Ordering::Relaxed);
         stream::iter(due)
             .for_each_concurrent(CONCURRENCY, |(hint, state)| {
                 let coordinator = coordinator.clone();
@@ -58,5 +59,9 @@ pub async fn run(coordinator: Arc<Coordinator>, interval: Duration) {
                 }
             })
             .await;
+        let delivered = coordinator.hints_delivered.load(Ordering::Relaxed) - before;
+        if delivered > 0 {
+            tracing::info!(delivered, "handed off hints to their owners");
+        }
     }
 }
