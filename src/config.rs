@@ -178,12 +178,18 @@ pub enum SyncSetting {
     None,
 }
 
+/// A longer wait than this would hold acknowledgements back more than it saves.
+const MAX_GROUP_COMMIT_DELAY_US: u64 = 100_000;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub sync: SyncSetting,
     /// With `sync = "interval"`: how often to fsync.
     pub sync_interval_ms: u64,
+    /// With `sync = "always"`: how long to gather concurrent writes into one fsync, in µs
+    /// (only when several writers wait; a lone writer is synced at once).
+    pub group_commit_delay_us: u64,
     pub max_value_bytes: usize,
 }
 
@@ -192,6 +198,7 @@ impl Default for StorageConfig {
         StorageConfig {
             sync: SyncSetting::Always,
             sync_interval_ms: 1000,
+            group_commit_delay_us: 1000,
             max_value_bytes: 1024 * 1024,
         }
     }
@@ -345,6 +352,11 @@ impl Config {
                 storage::FORMAT_MAX_VALUE_LEN / 2
             )));
         }
+        if self.storage.group_commit_delay_us > MAX_GROUP_COMMIT_DELAY_US {
+            return Err(invalid(format!(
+                "storage.group_commit_delay_us must be at most {MAX_GROUP_COMMIT_DELAY_US}"
+            )));
+        }
         if self.storage.sync == SyncSetting::Interval && self.storage.sync_interval_ms == 0 {
             return Err(invalid("storage.sync_interval_ms must be positive"));
         }
@@ -415,6 +427,7 @@ impl Config {
                 dead_ratio: 0.5,
                 min_dead_bytes: 64 * 1024 * 1024,
             }),
+            group_commit_delay: Duration::from_micros(self.storage.group_commit_delay_us),
             ..storage::Options::default()
         }
     }

@@ -66,6 +66,8 @@ struct BenchArgs {
 enum BenchCommand {
     /// The storage engine alone: puts/s, gets/s, group commit, keydir memory, open time.
     Storage(bench::storage::StorageBench),
+    /// Three bare nodes that only forward (no storage): the network path's ceiling.
+    Ceiling(bench::ceiling::CeilingArgs),
 }
 
 /// Exit status for bad flags or a bad config file (API.md).
@@ -78,6 +80,13 @@ pub fn main() -> ExitCode {
             command: Some(BenchCommand::Storage(args)),
             ..
         }) => match bench::storage::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, e),
+        },
+        Command::Bench(BenchArgs {
+            command: Some(BenchCommand::Ceiling(args)),
+            ..
+        }) => match bench::ceiling::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(1, e),
         },

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::causal::{KeyState, VersionVector};
 use crate::cluster::Liveness;
@@ -158,26 +158,27 @@ impl Coordinator {
         let deadline = Instant::now() + knobs.timeout;
         let need = knobs.r.max(knobs.pr);
         let mut tally = Tally::new(need, knobs.pr, primaries.len() as u8);
-        // Each read is a task of its own, so the ones still running when we answer can finish
-        // afterwards and feed read repair.
-        let (tx, mut answers) = mpsc::channel(primaries.len().max(1));
-        for node in primaries {
-            let reader = self.reader(bucket, key);
-            let tx = tx.clone();
-            let down = self.is_down(&node);
-            tokio::spawn(async move {
-                let state = if down {
-                    Err(Failure::Internal(format!("{node} is down")))
-                } else {
-                    reader.read(&node, deadline).await
-                };
-                let _ = tx.send((node, state)).await;
-            });
-        }
-        drop(tx);
+        // The reads run inside this request's task (no task per replica); the ones still
+        // running when we answer are handed to read repair, which lets them finish.
+        let reader = Arc::new(self.reader(bucket, key));
+        let mut answers: FuturesUnordered<_> = primaries
+            .into_iter()
+            .map(|node| {
+                let reader = reader.clone();
+                let down = self.is_down(&node);
+                async move {
+                    let state = if down {
+                        Err(Failure::Internal(format!("{node} is down")))
+                    } else {
+                        reader.read(&node, deadline).await
+                    };
+                    (node, state)
+                }
+            })
+            .collect();
         let mut repair = read_repair::Repair::default();
         while !tally.settled() {
-            match tokio::time::timeout_at(deadline.into(), answers.recv()).await {
+            match tokio::time::timeout_at(deadline.into(), answers.next()).await {
                 Err(_) | Ok(None) => break,
                 Ok(Some((node, Ok(state)))) => {
                     repair
@@ -197,7 +198,6 @@ impl Coordinator {
             });
         }
         let merged = repair.merged().cloned();
-        let reader = self.reader(bucket, key);
         let repairs = self.read_repairs.clone();
         tokio::spawn(async move {
             let repaired = repair.finish(answers, &reader, READ_REPAIR_WAIT).await;
@@ -298,7 +298,6 @@ impl Coordinator {
         let mut tally = Tally::new(request.w.max(request.pw), request.pw, primaries.len() as u8);
         tally.ack(By::Primary);
 
-        // Replication runs in tasks of its own so it completes even after we have answered.
         let fanout = Arc::new(replicate::Fanout {
             net: self.net.clone(),
             liveness: self.liveness.clone(),
@@ -308,20 +307,21 @@ impl Coordinator {
             fallbacks,
             next_fallback: AtomicUsize::new(0),
         });
-        let (tx, mut rx) = mpsc::channel(primaries.len().max(1));
-        for node in primaries.into_iter().filter(|n| *n != self.me) {
-            let (fanout, tx) = (fanout.clone(), tx.clone());
-            tokio::spawn(async move {
-                let _ = tx.send(fanout.replicate(node, deadline).await).await;
-            });
-        }
-        drop(tx);
+        let mut acks: FuturesUnordered<_> = primaries
+            .into_iter()
+            .filter(|n| *n != self.me)
+            .map(|node| fanout.clone().replicate(node, deadline))
+            .collect();
         while !tally.settled() {
-            match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            match tokio::time::timeout_at(deadline.into(), acks.next()).await {
                 Ok(Some(Some(by))) => tally.ack(by),
                 Ok(Some(None)) => tally.fail(),
                 Ok(None) | Err(_) => break,
             };
+        }
+        if !acks.is_empty() {
+            // Replication to the rest completes after we have answered.
+            tokio::spawn(async move { while acks.next().await.is_some() {} });
         }
         if tally.progress() == Progress::Met {
             Ok(PutOutcome {

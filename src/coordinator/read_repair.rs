@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use futures::{Stream, StreamExt};
 
 use super::Reader;
 use crate::causal::{KeyState, ModeMismatch};
@@ -50,13 +50,13 @@ impl Repair {
     /// Returns how many replicas it repaired.
     pub async fn finish(
         mut self,
-        mut late: mpsc::Receiver<(String, Result<Option<KeyState>, Failure>)>,
+        mut late: impl Stream<Item = (String, Result<Option<KeyState>, Failure>)> + Unpin,
         reader: &Reader,
         wait: Duration,
     ) -> u64 {
         let deadline = Instant::now() + wait;
         while let Ok(Some((node, answer))) =
-            tokio::time::timeout_at(deadline.into(), late.recv()).await
+            tokio::time::timeout_at(deadline.into(), late.next()).await
         {
             if let Ok(state) = answer {
                 if self.answer(node, state).is_err() {

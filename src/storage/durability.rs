@@ -16,6 +16,12 @@ use tokio::sync::watch;
 use super::error::{Result, StorageError};
 use super::segment::Segment;
 
+/// With at least this many records waiting, writers are evidently concurrent: the syncer then
+/// lingers (`Options::group_commit_delay`) before the fsync so that one fsync covers more of
+/// them, as PostgreSQL's `commit_delay` does. An fsync costs CPU as well as time (on a virtual
+/// disk especially); a lone writer never waits for the delay.
+const LINGER_WHEN_WAITING: u64 = 2;
+
 /// How far durability has got, as async waiters see it.
 #[derive(Debug, Clone, Copy)]
 struct Progress {
@@ -118,8 +124,14 @@ impl Durability {
 
     /// The syncer thread's loop. `active` returns the segment to fsync and the last sequence
     /// number appended to it, or `None` once the engine is gone. With a `period`, it also
-    /// fsyncs that often whatever was appended, unasked (`sync = interval`).
-    pub fn run(&self, period: Option<Duration>, active: impl Fn() -> Option<(Arc<Segment>, u64)>) {
+    /// fsyncs that often whatever was appended, unasked (`sync = interval`); otherwise it
+    /// lingers for `delay` before an fsync that concurrent writers wait for.
+    pub fn run(
+        &self,
+        period: Option<Duration>,
+        delay: Duration,
+        active: impl Fn() -> Option<(Arc<Segment>, u64)>,
+    ) {
         loop {
             let mut state = self.state.lock();
             while state.requested <= state.synced && !state.shutdown {
@@ -135,8 +147,12 @@ impl Durability {
             if state.shutdown || self.failed() {
                 return;
             }
+            let crowded = state.requested - state.synced >= LINGER_WHEN_WAITING;
             let synced = state.synced;
             drop(state);
+            if crowded && period.is_none() && !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
             let Some((segment, last)) = active() else {
                 return;
             };

@@ -47,6 +47,9 @@ pub struct Options {
     pub max_segment_bytes: u64,
     /// `None` runs merge only when asked.
     pub merge_trigger: Option<MergeTrigger>,
+    /// With `sync = always`: how long the syncer waits, when several writers are waiting,
+    /// to gather more of them into one fsync (see `durability`).
+    pub group_commit_delay: Duration,
 }
 
 /// Offsets in the keydir are `u32`, so a segment must stay well under 4 GiB.
@@ -64,6 +67,7 @@ impl Default for Options {
                 dead_ratio: 0.5,
                 min_dead_bytes: 16 * 1024 * 1024,
             }),
+            group_commit_delay: Duration::ZERO,
         }
     }
 }
@@ -518,6 +522,7 @@ impl Drop for Inner {
 /// Starts the group-commit thread; it holds only a weak reference, so it ends with the engine.
 fn spawn_syncer(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
     let durability = inner.durability.clone();
+    let delay = inner.options.group_commit_delay;
     let period = match inner.options.sync {
         SyncPolicy::Interval(period) => Some(period),
         SyncPolicy::Always | SyncPolicy::None => None,
@@ -526,7 +531,7 @@ fn spawn_syncer(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
     let thread = thread::Builder::new()
         .name("storage-sync".into())
         .spawn(move || {
-            durability.run(period, || {
+            durability.run(period, delay, || {
                 let inner = weak.upgrade()?;
                 let w = inner.writer.lock();
                 Some((w.segment.clone(), w.next_seq.saturating_sub(1)))

@@ -1,0 +1,168 @@
+//! `quorumkv bench ceiling`: what this machine can do for quorumkv's request path with nothing
+//! but the network in it, to hold the real cluster's figures against.
+//!
+//! Three bare nodes, laid out as `quorumkv dev` lays them out (HTTP on base-port+i, peers on
+//! base-port+100+i). Each HTTP request is "applied" locally (a no-op) and sent over the
+//! internode transport (framed binary, request ids, one persistent connection per peer) to the
+//! two other nodes, which answer at once; the node answers its client when one of them has,
+//! i.e. with 2 of 3 as r=w=2 does. GETs answer with a value of `--value-bytes`. Nothing is
+//! stored, hashed, versioned or fsynced. Point `quorumkv bench` or wrk at it, then at a real
+//! cluster: the ratio is what everything but the network costs.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use crate::net::{self, Faults, Handler, Identity, Net, TcpDialer};
+
+#[derive(Debug, clap::Args)]
+pub struct CeilingArgs {
+    /// Node i serves HTTP on base-port+i and peers on base-port+100+i, as `quorumkv dev` does.
+    #[arg(long, default_value_t = 8200, value_parser = clap::value_parser!(u16).range(1..=65000))]
+    pub base_port: u16,
+    /// Size of the value a GET answers with.
+    #[arg(long, default_value_t = 256)]
+    pub value_bytes: usize,
+}
+
+const NODES: u16 = 3;
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// First byte of an internode message: what the peer should answer with.
+const READ: u8 = 1;
+const WRITE: u8 = 0;
+
+/// A peer that stores nothing: reads get a value back, writes an empty ack.
+struct Echo {
+    value: Bytes,
+}
+
+impl Handler for Echo {
+    fn handle(&self, _from: &str, request: Bytes) -> BoxFuture<'static, Bytes> {
+        let answer = if request.first() == Some(&READ) {
+            self.value.clone()
+        } else {
+            Bytes::new()
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+#[derive(Clone)]
+struct Node {
+    net: Arc<Net>,
+    peers: Arc<Vec<String>>,
+    value: Bytes,
+}
+
+async fn forward(State(node): State<Node>, request: Request) -> Response {
+    let read = request.method() == Method::GET;
+    let body = match to_bytes(request.into_body(), 1 << 20).await {
+        Ok(b) => b,
+        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+    };
+    let mut message = Vec::with_capacity(body.len() + 1);
+    message.push(if read { READ } else { WRITE });
+    message.extend_from_slice(&body);
+    let message = Bytes::from(message);
+    let mut calls: FuturesUnordered<_> = node
+        .peers
+        .iter()
+        .map(|peer| {
+            let (net, peer, message) = (node.net.clone(), peer.clone(), message.clone());
+            async move { net.call(&peer, message, CALL_TIMEOUT).await }
+        })
+        .collect();
+    // The local no-op counts as one answer; one peer makes two of three.
+    let mut answered = false;
+    while let Some(answer) = calls.next().await {
+        if answer.is_ok() {
+            answered = true;
+            break;
+        }
+    }
+    if !answered {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    tokio::spawn(async move { while calls.next().await.is_some() {} });
+    if read {
+        (StatusCode::OK, Body::from(node.value.clone())).into_response()
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    }
+}
+
+pub fn run(args: &CeilingArgs) -> Result<(), String> {
+    if u32::from(args.base_port) + 100 + u32::from(NODES) > 65535 {
+        return Err("base-port leaves no room for the peer ports".into());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: &CeilingArgs) -> Result<(), String> {
+    let addr = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let value = Bytes::from(vec![b'v'; args.value_bytes]);
+    let ids: Vec<String> = (1..=NODES).map(|i| format!("c{i}")).collect();
+    let mut servers = Vec::new();
+    for (i, id) in (1..=NODES).zip(&ids) {
+        let identity = Identity {
+            node_id: id.clone(),
+            cluster_hash: 0,
+        };
+        let peer_listener = tokio::net::TcpListener::bind(addr(args.base_port + 100 + i))
+            .await
+            .map_err(|e| format!("peer port {}: {e}", args.base_port + 100 + i))?;
+        let http_listener = tokio::net::TcpListener::bind(addr(args.base_port + i))
+            .await
+            .map_err(|e| format!("http port {}: {e}", args.base_port + i))?;
+        let handler = Arc::new(Echo {
+            value: value.clone(),
+        });
+        servers.push(tokio::spawn(net::serve(
+            peer_listener,
+            identity.clone(),
+            handler,
+        )));
+        let others: Vec<(String, SocketAddr)> = (1..=NODES)
+            .zip(&ids)
+            .filter(|(j, _)| *j != i)
+            .map(|(j, other)| (other.clone(), addr(args.base_port + 100 + j)))
+            .collect();
+        let node = Node {
+            peers: Arc::new(others.iter().map(|(p, _)| p.clone()).collect()),
+            net: Arc::new(Net::new(
+                identity,
+                others,
+                Arc::new(Faults::default()),
+                Arc::new(TcpDialer),
+            )),
+            value: value.clone(),
+        };
+        let app = axum::Router::new().fallback(forward).with_state(node);
+        let http = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
+            // Client sockets get TCP_NODELAY as the real nodes' do.
+            let _ = tcp.set_nodelay(true);
+        });
+        servers.push(tokio::spawn(async move {
+            let _ = axum::serve(http, app).await;
+        }));
+        println!("  c{i}  http://{}", addr(args.base_port + i));
+    }
+    println!("quorumkv bench ceiling: 3 bare nodes; Ctrl-C stops them.");
+    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+    for server in servers {
+        server.abort();
+    }
+    Ok(())
+}
