@@ -1,13 +1,13 @@
 //! `quorumkv bench ceiling`: what this machine can do for quorumkv's request path with nothing
 //! but the network in it, to hold the real cluster's figures against.
 //!
-//! Three bare nodes, laid out as `quorumkv dev` lays them out (HTTP on base-port+i, peers on
-//! base-port+100+i). Each HTTP request is "applied" locally (a no-op) and sent over the
-//! internode transport (framed binary, request ids, one persistent connection per peer) to the
-//! two other nodes, which answer at once; the node answers its client when one of them has,
-//! i.e. with 2 of 3 as r=w=2 does. GETs answer with a value of `--value-bytes`. Nothing is
-//! stored, hashed, versioned or fsynced. Point `quorumkv bench` or wrk at it, then at a real
-//! cluster: the ratio is what everything but the network costs.
+//! The benchmark issue's calibration: three bare coordinators (HTTP on base-port+i, as
+//! `quorumkv dev` lays nodes out) forward each request over the internode transport (framed
+//! binary, request ids, one persistent connection per peer) to three bare replicas (on
+//! base-port+100+i), which answer at once; a coordinator answers its client when 2 of the 3
+//! have. GETs answer with a value of `--value-bytes`. Nothing is stored, hashed, versioned or
+//! fsynced. Point `quorumkv bench` or wrk at it, then at a real cluster: the ratio is what
+//! everything but the network costs. (Everything runs in this one process.)
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -34,6 +34,8 @@ pub struct CeilingArgs {
 }
 
 const NODES: u16 = 3;
+/// Answers a coordinator waits for.
+const QUORUM: usize = 2;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// First byte of an internode message: what the peer should answer with.
 const READ: u8 = 1;
@@ -80,15 +82,15 @@ async fn forward(State(node): State<Node>, request: Request) -> Response {
             async move { net.call(&peer, message, CALL_TIMEOUT).await }
         })
         .collect();
-    // The local no-op counts as one answer; one peer makes two of three.
-    let mut answered = false;
-    while let Some(answer) = calls.next().await {
-        if answer.is_ok() {
-            answered = true;
-            break;
+    let mut answered = 0;
+    while answered < QUORUM {
+        match calls.next().await {
+            Some(Ok(_)) => answered += 1,
+            Some(Err(_)) => {}
+            None => break,
         }
     }
-    if !answered {
+    if answered < QUORUM {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     tokio::spawn(async move { while calls.next().await.is_some() {} });
@@ -113,37 +115,36 @@ pub fn run(args: &CeilingArgs) -> Result<(), String> {
 async fn serve(args: &CeilingArgs) -> Result<(), String> {
     let addr = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let value = Bytes::from(vec![b'v'; args.value_bytes]);
-    let ids: Vec<String> = (1..=NODES).map(|i| format!("c{i}")).collect();
+    let identity = |id: String| Identity {
+        node_id: id,
+        cluster_hash: 0,
+    };
+    let replicas: Vec<(String, SocketAddr)> = (1..=NODES)
+        .map(|i| (format!("r{i}"), addr(args.base_port + 100 + i)))
+        .collect();
     let mut servers = Vec::new();
-    for (i, id) in (1..=NODES).zip(&ids) {
-        let identity = Identity {
-            node_id: id.clone(),
-            cluster_hash: 0,
-        };
-        let peer_listener = tokio::net::TcpListener::bind(addr(args.base_port + 100 + i))
+    for (id, at) in &replicas {
+        let listener = tokio::net::TcpListener::bind(at)
             .await
-            .map_err(|e| format!("peer port {}: {e}", args.base_port + 100 + i))?;
-        let http_listener = tokio::net::TcpListener::bind(addr(args.base_port + i))
-            .await
-            .map_err(|e| format!("http port {}: {e}", args.base_port + i))?;
+            .map_err(|e| format!("replica port {at}: {e}"))?;
         let handler = Arc::new(Echo {
             value: value.clone(),
         });
         servers.push(tokio::spawn(net::serve(
-            peer_listener,
-            identity.clone(),
+            listener,
+            identity(id.clone()),
             handler,
         )));
-        let others: Vec<(String, SocketAddr)> = (1..=NODES)
-            .zip(&ids)
-            .filter(|(j, _)| *j != i)
-            .map(|(j, other)| (other.clone(), addr(args.base_port + 100 + j)))
-            .collect();
+    }
+    for i in 1..=NODES {
+        let http_listener = tokio::net::TcpListener::bind(addr(args.base_port + i))
+            .await
+            .map_err(|e| format!("http port {}: {e}", args.base_port + i))?;
         let node = Node {
-            peers: Arc::new(others.iter().map(|(p, _)| p.clone()).collect()),
+            peers: Arc::new(replicas.iter().map(|(id, _)| id.clone()).collect()),
             net: Arc::new(Net::new(
-                identity,
-                others,
+                identity(format!("c{i}")),
+                replicas.clone(),
                 Arc::new(Faults::default()),
                 Arc::new(TcpDialer),
             )),
@@ -159,7 +160,7 @@ async fn serve(args: &CeilingArgs) -> Result<(), String> {
         }));
         println!("  c{i}  http://{}", addr(args.base_port + i));
     }
-    println!("quorumkv bench ceiling: 3 bare nodes; Ctrl-C stops them.");
+    println!("quorumkv bench ceiling: 3 bare coordinators, 3 bare replicas; Ctrl-C stops them.");
     tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
     for server in servers {
         server.abort();

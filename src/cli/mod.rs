@@ -66,7 +66,7 @@ struct BenchArgs {
 enum BenchCommand {
     /// The storage engine alone: puts/s, gets/s, group commit, keydir memory, open time.
     Storage(bench::storage::StorageBench),
-    /// Three bare nodes that only forward (no storage): the network path's ceiling.
+    /// Bare coordinators forwarding to bare replicas (no storage): the network path's ceiling.
     Ceiling(bench::ceiling::CeilingArgs),
 }
 
