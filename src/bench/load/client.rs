@@ -27,7 +27,13 @@ impl Client {
         Client { host, sender: None }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+    /// Dials now, so that the first measured request does not pay for the connection.
+    pub async fn connect(&mut self) -> Result<(), String> {
+        self.sender = Some(self.dial().await?);
+        Ok(())
+    }
+
+    async fn dial(&self) -> Result<SendRequest<Full<Bytes>>, String> {
         let stream = TcpStream::connect(&self.host)
             .await
             .map_err(|e| format!("connect {}: {e}", self.host))?;
@@ -56,7 +62,7 @@ impl Client {
     ) -> Result<Answer, String> {
         let mut sender = match self.sender.take() {
             Some(s) if !s.is_closed() => s,
-            _ => self.connect().await?,
+            _ => self.dial().await?,
         };
         sender.ready().await.map_err(|e| e.to_string())?;
         let mut request = Request::builder()

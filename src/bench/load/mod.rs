@@ -56,6 +56,9 @@ pub struct LoadArgs {
     /// How long to run (e.g. 30s, 2m); ignored when --ops is given.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Run this long first without recording (connections, caches and the cluster warm up).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
     /// Stop after this many operations in all instead of after --duration.
     #[arg(long)]
     pub ops: Option<u64>,
@@ -93,6 +96,8 @@ struct Plan {
     /// Interval between one client's intended sends, when a rate is set.
     interval: Option<Duration>,
     start: Instant,
+    /// The end of the warm-up: operations that began before it are not recorded.
+    measured_from: Instant,
     deadline: Instant,
     timeline: Timeline,
 }
@@ -164,10 +169,12 @@ async fn run_op(plan: &Plan, client: &mut Client, op: Op) -> (Kind, Outcome) {
     }
 }
 
-async fn client_loop(plan: Arc<Plan>, index: u64) -> Recorder {
-    let nodes = &plan.args.nodes;
-    let mut client = Client::new(host(&nodes[index as usize % nodes.len()]));
-    let mut recorder = Recorder::new();
+async fn client_loop(
+    plan: Arc<Plan>,
+    index: u64,
+    mut client: Client,
+    mut recorder: Recorder,
+) -> Recorder {
     let mut generator = match Generator::new(
         plan.args.workload,
         plan.args.distribution,
@@ -184,26 +191,23 @@ async fn client_loop(plan: Arc<Plan>, index: u64) -> Recorder {
         .interval
         .map(|every| plan.start + every.mul_f64(index as f64 / plan.args.clients as f64));
     loop {
-        if let (Some(at), Some(every)) = (intended.as_mut(), plan.interval) {
-            tokio::time::sleep_until((*at).into()).await;
-            if plan.done(Instant::now()) {
-                break;
+        let began = match (intended.as_mut(), plan.interval) {
+            (Some(at), Some(every)) => {
+                tokio::time::sleep_until((*at).into()).await;
+                let began = *at;
+                *at += every;
+                began
             }
-            let began = *at;
-            *at += every;
-            let (kind, outcome) = run_op(&plan, &mut client, generator.next_op()).await;
-            let now = Instant::now();
+            _ => Instant::now(),
+        };
+        if plan.done(Instant::now()) {
+            break;
+        }
+        let (kind, outcome) = run_op(&plan, &mut client, generator.next_op()).await;
+        let now = Instant::now();
+        if began >= plan.measured_from {
             recorder.record(kind, outcome, now - began);
-            plan.timeline.record(now - plan.start, now - began);
-        } else {
-            let began = Instant::now();
-            if plan.done(began) {
-                break;
-            }
-            let (kind, outcome) = run_op(&plan, &mut client, generator.next_op()).await;
-            let now = Instant::now();
-            recorder.record(kind, outcome, now - began);
-            plan.timeline.record(now - plan.start, now - began);
+            plan.timeline.record(now - plan.measured_from, now - began);
         }
     }
     recorder
@@ -279,7 +283,7 @@ async fn progress(plan: Arc<Plan>) {
             .load(std::sync::atomic::Ordering::Relaxed);
         let rate = completed - last;
         last = completed;
-        let elapsed = (now - plan.start).as_secs();
+        let elapsed = now.saturating_duration_since(plan.measured_from).as_secs();
         match &bar {
             Some(bar) => {
                 bar.set_position(if plan.args.ops.is_some() {
@@ -338,29 +342,40 @@ async fn run_async(args: LoadArgs) -> Result<(), String> {
             ));
         }
     }
+    // Every client connects, and allocates its histograms, before the clock starts.
+    let clients = futures::future::join_all((0..args.clients).map(|i| {
+        let mut client = Client::new(host(&args.nodes[i as usize % args.nodes.len()]));
+        async move { client.connect().await.map(|()| (client, Recorder::new())) }
+    }))
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, String>>()?;
     let interval = args
         .rate
         .map(|rate| Duration::from_secs_f64(args.clients as f64 / rate));
     let start = Instant::now();
     let plan = Arc::new(Plan {
-        deadline: start + args.duration,
+        measured_from: start + args.warmup,
+        deadline: start + args.warmup + args.duration,
         bucket,
         query,
         value,
         interval,
         start,
-        timeline: Timeline::new(),
+        timeline: Timeline::new(args.duration.as_secs() as usize),
         args,
     });
     let progress = tokio::spawn(progress(plan.clone()));
-    let tasks: Vec<_> = (0..plan.args.clients)
-        .map(|i| tokio::spawn(client_loop(plan.clone(), i)))
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .zip(0..)
+        .map(|((client, recorder), i)| tokio::spawn(client_loop(plan.clone(), i, client, recorder)))
         .collect();
     let mut total = Recorder::new();
     for task in tasks {
         total.merge(task.await.map_err(|e| e.to_string())?);
     }
-    let elapsed = start.elapsed();
+    let elapsed = plan.measured_from.elapsed();
     progress.abort();
     let plan = Arc::into_inner(plan).ok_or("a client outlived the run")?;
     let seconds = plan.timeline.into_seconds();

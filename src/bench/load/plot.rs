@@ -121,7 +121,8 @@ pub fn percentiles(total: &Recorder, path: &Path) -> Result<(), String> {
         .y_desc("latency (ms)")
         .draw()
         .map_err(err)?;
-    for (i, (kind, h)) in total.latency.iter().enumerate() {
+    let drawn = total.latency.iter().filter(|(_, h)| !h.is_empty());
+    for (i, (kind, h)) in drawn.enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
             .draw_series(LineSeries::new(curve(h), color))

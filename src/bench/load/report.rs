@@ -88,6 +88,7 @@ impl Summary {
         let mut latency: std::collections::BTreeMap<String, Latency> = total
             .latency
             .iter()
+            .filter(|(_, h)| !h.is_empty())
             .map(|(kind, h)| (kind.name().to_owned(), Latency::of(h)))
             .collect();
         latency.insert("all".into(), Latency::of(&all));
