@@ -7,7 +7,9 @@
 //! base-port+100+i), which answer at once; a coordinator answers its client when 2 of the 3
 //! have. GETs answer with a value of `--value-bytes`. Nothing is stored, hashed, versioned or
 //! fsynced. Point `quorumkv bench` or wrk at it, then at a real cluster: the ratio is what
-//! everything but the network costs. (Everything runs in this one process.)
+//! everything but the network costs. The replicas are separate processes (this binary again,
+//! with the hidden `--replica` flag), as in the calibration; `--in-process` keeps them in this
+//! process, as `quorumkv dev` keeps its nodes.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -25,12 +27,31 @@ use crate::net::{self, Faults, Handler, Identity, Net, TcpDialer};
 
 #[derive(Debug, clap::Args)]
 pub struct CeilingArgs {
-    /// Node i serves HTTP on base-port+i and peers on base-port+100+i, as `quorumkv dev` does.
-    #[arg(long, default_value_t = 8200, value_parser = clap::value_parser!(u16).range(1..=65000))]
+    /// Coordinator i serves HTTP on base-port+i, replica i listens on base-port+100+i (the
+    /// default keeps clear of `quorumkv dev`'s ports, so both can run at once).
+    #[arg(long, default_value_t = 8300, value_parser = clap::value_parser!(u16).range(1..=65000))]
     pub base_port: u16,
     /// Size of the value a GET answers with.
     #[arg(long, default_value_t = 256)]
     pub value_bytes: usize,
+    /// Run the replicas inside this process instead of as three child processes.
+    #[arg(long)]
+    pub in_process: bool,
+    /// Internal: run one bare replica on this address (how the child processes start).
+    #[arg(long, hide = true)]
+    pub replica: Option<SocketAddr>,
+}
+
+/// Child replica processes, killed when the ceiling stops.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 const NODES: u16 = 3;
@@ -109,33 +130,87 @@ pub fn run(args: &CeilingArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    runtime.block_on(serve(args))
+    runtime.block_on(async {
+        match args.replica {
+            Some(at) => serve_replica(at, &args.value_bytes).await,
+            None => serve(args).await,
+        }
+    })
+}
+
+fn identity(id: String) -> Identity {
+    Identity {
+        node_id: id,
+        cluster_hash: 0,
+    }
+}
+
+/// One bare replica, until the process is killed.
+async fn serve_replica(at: SocketAddr, value_bytes: &usize) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .map_err(|e| format!("replica port {at}: {e}"))?;
+    let handler = Arc::new(Echo {
+        value: Bytes::from(vec![b'v'; *value_bytes]),
+    });
+    net::serve(listener, identity(at.to_string()), handler).await;
+    Ok(())
+}
+
+/// Starts the replicas as child processes and waits until each accepts connections.
+async fn spawn_replicas(args: &CeilingArgs, at: &[SocketAddr]) -> Result<Children, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let mut children = Children(Vec::new());
+    for addr in at {
+        let child = std::process::Command::new(&exe)
+            .args(["bench", "ceiling", "--value-bytes"])
+            .arg(args.value_bytes.to_string())
+            .arg("--replica")
+            .arg(addr.to_string())
+            .spawn()
+            .map_err(|e| format!("cannot start a replica process: {e}"))?;
+        children.0.push(child);
+    }
+    for addr in at {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("replica on {addr} did not start"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(children)
 }
 
 async fn serve(args: &CeilingArgs) -> Result<(), String> {
     let addr = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let value = Bytes::from(vec![b'v'; args.value_bytes]);
-    let identity = |id: String| Identity {
-        node_id: id,
-        cluster_hash: 0,
-    };
+    // A replica's node id is its address, which is all a child process is told.
     let replicas: Vec<(String, SocketAddr)> = (1..=NODES)
-        .map(|i| (format!("r{i}"), addr(args.base_port + 100 + i)))
+        .map(|i| addr(args.base_port + 100 + i))
+        .map(|a| (a.to_string(), a))
         .collect();
+    let at: Vec<SocketAddr> = replicas.iter().map(|(_, a)| *a).collect();
     let mut servers = Vec::new();
-    for (id, at) in &replicas {
-        let listener = tokio::net::TcpListener::bind(at)
-            .await
-            .map_err(|e| format!("replica port {at}: {e}"))?;
-        let handler = Arc::new(Echo {
-            value: value.clone(),
-        });
-        servers.push(tokio::spawn(net::serve(
-            listener,
-            identity(id.clone()),
-            handler,
-        )));
-    }
+    let _children = if args.in_process {
+        for addr in &at {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("replica port {addr}: {e}"))?;
+            let handler = Arc::new(Echo {
+                value: value.clone(),
+            });
+            servers.push(tokio::spawn(net::serve(
+                listener,
+                identity(addr.to_string()),
+                handler,
+            )));
+        }
+        None
+    } else {
+        Some(spawn_replicas(args, &at).await?)
+    };
     for i in 1..=NODES {
         let http_listener = tokio::net::TcpListener::bind(addr(args.base_port + i))
             .await
@@ -160,7 +235,14 @@ async fn serve(args: &CeilingArgs) -> Result<(), String> {
         }));
         println!("  c{i}  http://{}", addr(args.base_port + i));
     }
-    println!("quorumkv bench ceiling: 3 bare coordinators, 3 bare replicas; Ctrl-C stops them.");
+    println!(
+        "quorumkv bench ceiling: 3 bare coordinators, 3 bare replicas ({}); Ctrl-C stops them.",
+        if args.in_process {
+            "in this process"
+        } else {
+            "child processes"
+        }
+    );
     tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
     for server in servers {
         server.abort();
