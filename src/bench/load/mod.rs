@@ -377,6 +377,8 @@ async fn run_async(args: LoadArgs) -> Result<(), String> {
     }
     let elapsed = plan.measured_from.elapsed();
     progress.abort();
+    // Wait for the progress task to be dropped, so that it lets go of the plan.
+    let _ = progress.await;
     let plan = Arc::into_inner(plan).ok_or("a client outlived the run")?;
     let seconds = plan.timeline.into_seconds();
     let summary = report::Summary::new(&plan.args, &plan.bucket, elapsed, &total, &seconds);
