@@ -3,7 +3,8 @@
 //! - **PUT/DELETE**: the write must be coordinated by a replica of the key, since the new
 //!   version-vector event is that replica's. If this node is not one, it forwards the write to
 //!   the first primary that answers. The coordinating replica applies `update` with its own
-//!   actor, stores the result, and sends the new state to the other replicas, which `sync` it
+//!   actor, appends the result, and sends the new state to the other replicas (while its own
+//!   fsync runs), which `sync` it
 //!   into theirs; a primary that is down or refuses is stood in for by a fallback holding a hint
 //!   (`replicate`). It answers once `w` replicas (at least `pw` of them primaries) stored it;
 //!   replication to the rest goes on in the background.
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::causal::{KeyState, VersionVector};
@@ -284,7 +286,7 @@ impl Coordinator {
         let props = self.config.bucket(&request.bucket);
         let (primaries, fallbacks) = self.placement(&request.bucket, &request.key);
         let deadline = Instant::now() + Duration::from_millis(request.timeout_ms);
-        let state = self
+        let (state, local) = self
             .replica
             .coordinate(
                 &request.bucket,
@@ -296,7 +298,6 @@ impl Coordinator {
             .await?;
         let encoded = state.encode();
         let mut tally = Tally::new(request.w.max(request.pw), request.pw, primaries.len() as u8);
-        tally.ack(By::Primary);
 
         let fanout = Arc::new(replicate::Fanout {
             net: self.net.clone(),
@@ -307,11 +308,14 @@ impl Coordinator {
             fallbacks,
             next_fallback: AtomicUsize::new(0),
         });
-        let mut acks: FuturesUnordered<_> = primaries
+        // The local fsync and the other replicas' writes proceed together: one fsync round
+        // per write instead of the local one and then the remote ones.
+        let mut acks: FuturesUnordered<BoxFuture<'static, Option<By>>> = primaries
             .into_iter()
             .filter(|n| *n != self.me)
-            .map(|node| fanout.clone().replicate(node, deadline))
+            .map(|node| fanout.clone().replicate(node, deadline).boxed())
             .collect();
+        acks.push(async move { local.durable().await.ok().map(|()| By::Primary) }.boxed());
         while !tally.settled() {
             match tokio::time::timeout_at(deadline.into(), acks.next()).await {
                 Ok(Some(Some(by))) => tally.ack(by),

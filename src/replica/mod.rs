@@ -19,7 +19,7 @@ use crate::causal::{
 use crate::config::Conflict;
 use crate::ring::Ring;
 use crate::rpc::{Failure, WriteOp};
-use crate::storage::{Options, Storage, StorageError};
+use crate::storage::{Options, Pending, Storage, StorageError};
 
 /// Per-key locks are striped: this many mutexes, chosen by key hash.
 const LOCK_STRIPES: usize = 1024;
@@ -159,7 +159,8 @@ impl Replica {
             .transpose()
     }
 
-    /// Applies a client write as a new event of this replica and stores the result.
+    /// Applies a client write as a new event of this replica and appends the result; the
+    /// returned `Pending` says when it is durable (the key's lock is already released).
     pub async fn coordinate(
         &self,
         bucket: &str,
@@ -167,7 +168,7 @@ impl Replica {
         conflict: Conflict,
         context: &VersionVector,
         op: WriteOp,
-    ) -> Result<KeyState, ReplicaError> {
+    ) -> Result<(KeyState, Pending), ReplicaError> {
         let skey = storage_key(bucket, key);
         let _guard = self.lock(&skey).await;
         let current = self.read(bucket, key)?;
@@ -195,8 +196,8 @@ impl Replica {
             }
             (Conflict::Siblings, Some(KeyState::Lww(_))) => return Err(ReplicaError::ModeMismatch),
         };
-        self.store(bucket, key, &skey, &next).await?;
-        Ok(next)
+        let pending = self.store(bucket, key, &skey, &next)?;
+        Ok((next, pending))
     }
 
     /// Removes the key if its state is still exactly `expected` (a tombstone every replica was
@@ -226,24 +227,30 @@ impl Replica {
         remote: &KeyState,
     ) -> Result<KeyState, ReplicaError> {
         let skey = storage_key(bucket, key);
-        let _guard = self.lock(&skey).await;
-        if let KeyState::Lww(reg) = remote {
-            self.hlc.observe(reg.timestamp);
-        }
-        let merged = match self.read(bucket, key)? {
-            None => remote.clone(),
-            Some(current) => {
-                let merged = current
+        let (state, pending) = {
+            let _guard = self.lock(&skey).await;
+            if let KeyState::Lww(reg) = remote {
+                self.hlc.observe(reg.timestamp);
+            }
+            let current = self.read(bucket, key)?;
+            let merged = match &current {
+                None => remote.clone(),
+                Some(current) => current
                     .merge(remote)
-                    .map_err(|_| ReplicaError::ModeMismatch)?;
-                if merged == current {
-                    return Ok(current);
-                }
-                merged
+                    .map_err(|_| ReplicaError::ModeMismatch)?,
+            };
+            if current.as_ref() == Some(&merged) {
+                (merged, self.storage.pending_all())
+            } else {
+                let pending = self.store(bucket, key, &skey, &merged)?;
+                (merged, pending)
             }
         };
-        self.store(bucket, key, &skey, &merged).await?;
-        Ok(merged)
+        // The lock is released before the wait for the fsync: the next write to the key can
+        // build on this one and share its fsync. A state already held may have been appended
+        // by a write still waiting for its fsync, so that case waits for the log too.
+        pending.durable().await?;
+        Ok(state)
     }
 
     fn update(
@@ -261,13 +268,14 @@ impl Replica {
             )
     }
 
-    async fn store(
+    /// Appends the state and updates the hash tree; the caller waits for durability.
+    fn store(
         &self,
         bucket: &str,
         key: &str,
         skey: &[u8],
         state: &KeyState,
-    ) -> Result<(), ReplicaError> {
+    ) -> Result<Pending, ReplicaError> {
         let bytes = state.encode();
         if bytes.len() > self.max_state_bytes {
             return Err(ReplicaError::TooLarge {
@@ -275,11 +283,11 @@ impl Replica {
                 max: self.max_state_bytes,
             });
         }
-        self.storage.put_async(skey, &bytes).await?;
+        let pending = self.storage.put_deferred(skey, &bytes)?;
         let partition = self.ring.partition(bucket.as_bytes(), key.as_bytes());
         self.trees
             .update(partition, skey, Some(merkle::state_hash(&bytes)));
-        Ok(())
+        Ok(pending)
     }
 
     async fn lock(&self, skey: &[u8]) -> tokio::sync::MutexGuard<'_, ()> {

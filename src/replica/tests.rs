@@ -78,7 +78,8 @@ async fn a_wiped_node_never_reuses_a_dot() {
     let first = a
         .coordinate("b", "k", Conflict::Siblings, &ctx, put("v1"))
         .await
-        .expect("write v1");
+        .expect("write v1")
+        .0;
     b.sync("b", "k", &first).await.expect("replicate v1");
     drop(a);
     std::fs::remove_dir_all(a_dir.path()).expect("wipe a");
@@ -86,7 +87,8 @@ async fn a_wiped_node_never_reuses_a_dot() {
     let second = a
         .coordinate("b", "k", Conflict::Siblings, &ctx, put("v2"))
         .await
-        .expect("write v2");
+        .expect("write v2")
+        .0;
     let on_b = b.sync("b", "k", &second).await.expect("replicate v2");
     assert_eq!(
         values(&on_b),
@@ -102,12 +104,14 @@ async fn lww_keys_keep_the_latest_write_and_sync_converges() {
     let old = a
         .coordinate("s", "k", Conflict::Lww, &ctx, put("old"))
         .await
-        .expect("old");
+        .expect("old")
+        .0;
     b.sync("s", "k", &old).await.expect("sync");
     let newer = b
         .coordinate("s", "k", Conflict::Lww, &ctx, put("new"))
         .await
-        .expect("new");
+        .expect("new")
+        .0;
     let on_a = a.sync("s", "k", &newer).await.expect("sync back");
     assert_eq!(values(&on_a), ["new"]);
     let on_b = b.sync("s", "k", &on_a).await.expect("sync again");

@@ -104,6 +104,22 @@ pub struct Stats {
     pub segments: u64,
 }
 
+/// A write that is in the log but, under `sync = always`, maybe not yet on disk.
+#[must_use = "a write is only acknowledged once durable"]
+pub struct Pending {
+    wait: Option<(Arc<Durability>, u64)>,
+}
+
+impl Pending {
+    /// Waits until the write is on disk (at once under `sync = interval` or `none`).
+    pub async fn durable(self) -> Result<()> {
+        match self.wait {
+            Some((durability, seq)) => durability.wait_async(seq).await,
+            None => Ok(()),
+        }
+    }
+}
+
 /// The segment being appended to.
 pub(super) struct Writer {
     pub segment: Arc<Segment>,
@@ -266,12 +282,28 @@ impl Storage {
     /// durability (under `sync = always`) parks the task instead of a thread, so many
     /// concurrent writers share each fsync at no cost in threads.
     pub async fn put_async(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_deferred(key, value)?.durable().await
+    }
+
+    /// Appends the record now (readers see it at once) and returns the wait for its
+    /// durability, so that a caller can release its locks, or do other work, before waiting.
+    pub fn put_deferred(&self, key: &[u8], value: &[u8]) -> Result<Pending> {
         self.check_put(key, value)?;
         let seq = self.append(key, value, false)?;
-        if self.inner.options.sync == SyncPolicy::Always {
-            self.inner.durability.wait_async(seq).await?;
+        Ok(self.pending(seq))
+    }
+
+    /// The wait for everything appended so far to be durable.
+    pub fn pending_all(&self) -> Pending {
+        let last = self.inner.writer.lock().next_seq.saturating_sub(1);
+        self.pending(last)
+    }
+
+    fn pending(&self, seq: u64) -> Pending {
+        Pending {
+            wait: (self.inner.options.sync == SyncPolicy::Always)
+                .then(|| (self.inner.durability.clone(), seq)),
         }
-        Ok(())
     }
 
     /// `delete` for async callers; see [`Storage::put_async`].

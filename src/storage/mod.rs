@@ -68,7 +68,7 @@ mod record;
 mod recovery;
 mod segment;
 
-pub use engine::{MergeTrigger, Options, Stats, Storage, SyncPolicy};
+pub use engine::{MergeTrigger, Options, Pending, Stats, Storage, SyncPolicy};
 pub use error::{Result, StorageError};
 pub use merge::MergeReport;
 pub use record::{FORMAT_MAX_VALUE_LEN, MAX_KEY_LEN};
