@@ -54,7 +54,7 @@ struct ServeArgs {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(args_conflicts_with_subcommands = true, args_override_self = true)]
 struct BenchArgs {
     #[command(subcommand)]
     command: Option<BenchCommand>,

@@ -64,7 +64,8 @@ pub struct LoadArgs {
     pub ops: Option<u64>,
     /// Target rate in operations per second over all clients. Latency is then counted from
     /// each operation's intended start, so a stall shows up in the figures (no coordinated
-    /// omission). Without it, clients send as fast as answers come back.
+    /// omission; sends are scheduled on tokio's 1 ms timer). Without it, clients send as fast
+    /// as answers come back.
     #[arg(long)]
     pub rate: Option<f64>,
     /// Bucket to use; default `sessions` (last-write-wins) for a/b/c/w, `siblings` for rmw.

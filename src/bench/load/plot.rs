@@ -20,7 +20,9 @@ pub fn latency_over_time(summary: &Summary, path: &Path) -> Result<(), String> {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let (top, bottom) = root.split_vertically(SIZE.1 / 2);
-    let seconds = &summary.per_second;
+    // The last, partial second would show as a fall to nothing.
+    let whole = summary.elapsed_s.floor() as usize;
+    let seconds = &summary.per_second[..summary.per_second.len().min(whole.max(1))];
     let last = seconds.len().max(1) as f64;
     let max_ops = seconds.iter().map(|s| s.ops).max().unwrap_or(1).max(1) as f64;
     let max_ms = seconds
@@ -107,6 +109,7 @@ pub fn percentiles(total: &Recorder, path: &Path) -> Result<(), String> {
     let mut chart = ChartBuilder::on(&root)
         .caption("latency by percentile", ("sans-serif", 18))
         .margin(10)
+        .margin_right(40)
         .x_label_area_size(30)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..4f64, 0f64..max_ms * 1.05)
@@ -114,9 +117,11 @@ pub fn percentiles(total: &Recorder, path: &Path) -> Result<(), String> {
     chart
         .configure_mesh()
         .x_desc("percentile")
+        .x_labels(5)
         .x_label_formatter(&|nines| {
             let p = 100.0 * (1.0 - 10f64.powf(-nines));
-            format!("p{p:.*}", if *nines > 2.0 { 2 } else { 0 })
+            let decimals = (nines.round() as usize).saturating_sub(2);
+            format!("p{p:.decimals$}")
         })
         .y_desc("latency (ms)")
         .draw()
@@ -132,6 +137,7 @@ pub fn percentiles(total: &Recorder, path: &Path) -> Result<(), String> {
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .border_style(BLACK)
         .background_style(WHITE)
         .draw()
