@@ -11,6 +11,7 @@ mod workload;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -105,20 +106,19 @@ struct Plan {
 
 impl Plan {
     fn path(&self, key: u64) -> String {
-        format!("/kv/{}/{}{}", self.bucket, key_name(key), self.query)
+        kv_path(&self.bucket, key, &self.query)
     }
 
     fn done(&self, now: Instant) -> bool {
         match self.args.ops {
-            Some(limit) => {
-                self.timeline
-                    .completed
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    >= limit
-            }
+            Some(limit) => self.timeline.completed.load(Ordering::Relaxed) >= limit,
             None => now >= self.deadline,
         }
     }
+}
+
+fn kv_path(bucket: &str, key: u64, query: &str) -> String {
+    format!("/kv/{bucket}/{}{query}", key_name(key))
 }
 
 fn host(node: &str) -> String {
@@ -226,7 +226,7 @@ async fn preload(args: &LoadArgs, bucket: &str, query: &str, value: &Bytes) -> u
             let mut failed = 0;
             let mut key = index;
             while key < keys {
-                let path = format!("/kv/{bucket}/{}{query}", key_name(key));
+                let path = kv_path(&bucket, key, &query);
                 match client.send(Method::PUT, &path, value.clone(), None).await {
                     Ok(a) if a.status.is_success() => {}
                     _ => failed += 1,
@@ -278,10 +278,7 @@ async fn progress(plan: Arc<Plan>) {
         if plan.done(now) {
             break;
         }
-        let completed = plan
-            .timeline
-            .completed
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let completed = plan.timeline.completed.load(Ordering::Relaxed);
         let rate = completed - last;
         last = completed;
         let elapsed = now.saturating_duration_since(plan.measured_from).as_secs();
@@ -388,22 +385,13 @@ async fn run_async(args: LoadArgs) -> Result<(), String> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let stem = plan
-        .args
-        .out
-        .join(format!("bench-{}-{stamp}", summary.workload_name()));
-    std::fs::create_dir_all(&plan.args.out)
-        .map_err(|e| format!("{}: {e}", plan.args.out.display()))?;
-    let json = stem.with_extension("json");
+    let out = &plan.args.out;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let name = format!("bench-{}-{stamp}", summary.workload_name());
+    let json = out.join(format!("{name}.json"));
     summary.write_json(&json)?;
-    let over_time = stem.with_file_name(format!(
-        "{}-latency.svg",
-        stem.file_name().and_then(|s| s.to_str()).unwrap_or("bench")
-    ));
-    let histogram = stem.with_file_name(format!(
-        "{}-histogram.svg",
-        stem.file_name().and_then(|s| s.to_str()).unwrap_or("bench")
-    ));
+    let over_time = out.join(format!("{name}-latency.svg"));
+    let histogram = out.join(format!("{name}-histogram.svg"));
     plot::latency_over_time(&summary, &over_time)?;
     plot::percentiles(&total, &histogram)?;
     println!(

@@ -7,9 +7,12 @@ use hdrhistogram::Histogram;
 use plotters::prelude::*;
 
 use super::record::Recorder;
-use super::report::Summary;
+use super::report::{Second, Summary};
 
 const SIZE: (u32, u32) = (960, 540);
+
+/// A latency line of the over-time plot: its label, colour and the figure it draws.
+type Line = (&'static str, RGBColor, fn(&Second) -> f64);
 
 fn err(e: impl std::fmt::Display) -> String {
     format!("plot: {e}")
@@ -64,20 +67,16 @@ pub fn latency_over_time(summary: &Summary, path: &Path) -> Result<(), String> {
         .y_desc("latency (ms)")
         .draw()
         .map_err(err)?;
-    lat.draw_series(LineSeries::new(
-        seconds.iter().map(|s| (s.second as f64, s.p50_ms)),
-        &GREEN,
-    ))
-    .map_err(err)?
-    .label("p50")
-    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
-    lat.draw_series(LineSeries::new(
-        seconds.iter().map(|s| (s.second as f64, s.p99_ms)),
-        &RED,
-    ))
-    .map_err(err)?
-    .label("p99")
-    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    let lines: [Line; 2] = [("p50", GREEN, |s| s.p50_ms), ("p99", RED, |s| s.p99_ms)];
+    for (label, color, pick) in lines {
+        lat.draw_series(LineSeries::new(
+            seconds.iter().map(|s| (s.second as f64, pick(s))),
+            color,
+        ))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
     lat.configure_series_labels()
         .border_style(BLACK)
         .background_style(WHITE)
