@@ -65,7 +65,7 @@ pub struct Member {
 }
 
 /// How many replicas must answer: a number, or one of the named levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quorum {
     One,
     Quorum,
@@ -103,6 +103,16 @@ impl fmt::Display for Quorum {
             Quorum::Quorum => f.write_str("quorum"),
             Quorum::All => f.write_str("all"),
             Quorum::N(k) => write!(f, "{k}"),
+        }
+    }
+}
+
+/// Written as it is read: a number, or the level's name.
+impl Serialize for Quorum {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Quorum::N(k) => s.serialize_u8(*k),
+            named => s.collect_str(named),
         }
     }
 }
@@ -544,6 +554,33 @@ mod tests {
             let err = with(replace, by).expect_err(by);
             assert!(err.0.contains(expected), "{by}: got {err}");
         }
+    }
+
+    /// `dev` writes each node's config for its `serve` process to read.
+    #[test]
+    fn a_written_config_reads_back_the_same() {
+        let mut configs = Config::local_cluster(
+            vec![Member {
+                id: "n1".into(),
+                http_addr: "127.0.0.1:1".parse().expect("addr"),
+                peer_addr: "127.0.0.1:2".parse().expect("addr"),
+            }],
+            Path::new("data"),
+        );
+        configs.push(Config::parse(EXAMPLE).expect("parses"));
+        for config in configs {
+            let text = toml::to_string(&config).expect("serialises");
+            let back = Config::parse(&text).expect("parses what it wrote");
+            back.validate().expect("valid");
+            assert_eq!(toml::to_string(&back).expect("serialises"), text);
+            assert_eq!(back.cluster_hash(), config.cluster_hash());
+            for bucket in ["sessions", "carts", "other"] {
+                assert_eq!(back.bucket(bucket), config.bucket(bucket), "{bucket}");
+            }
+        }
+        assert!(toml::to_string(&Config::parse(EXAMPLE).expect("parses"))
+            .expect("serialises")
+            .contains("r = \"quorum\""));
     }
 
     #[test]

@@ -1,20 +1,33 @@
-//! `quorumkv dev`: the embedded default, a local cluster in one process.
+//! `quorumkv dev`: a local cluster of node processes on 127.0.0.1, as ARCHITECTURE.md sketches.
+//!
+//! Each node is a `quorumkv serve` child with its config written next to its data, so one can
+//! be killed and started again by hand to watch the others heal, as in production. Children
+//! stop when their stdin closes: on Ctrl-C, and also if this process dies, so none is left
+//! behind. Their logs come through here, each line prefixed with the node's id.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, Member, SyncSetting};
-use crate::node::{Listeners, Node};
 
-use super::{fail, runtime, wait_for_ctrl_c, EXIT_USAGE};
+use super::{fail, wait_for_ctrl_c, EXIT_USAGE};
+
+/// How long a node may take to open its storage and listen.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a node may take to drain and close its storage after being told to stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
     /// How many nodes.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
     nodes: u16,
-    /// Where the nodes keep their data (one folder per node); a restart finds it again.
+    /// Where the nodes keep their data (one folder per node) and their configs (`<id>.toml`);
+    /// a restart finds them again.
     #[arg(long, default_value = "data/dev")]
     data_dir: PathBuf,
     /// Node i serves HTTP on base-port+i and peers on base-port+100+i.
@@ -24,6 +37,16 @@ pub struct DevArgs {
     /// commit), interval, or none.
     #[arg(long, value_enum, default_value = "always")]
     sync: SyncSetting,
+}
+
+/// One running node process.
+struct NodeProcess {
+    id: String,
+    http_addr: SocketAddr,
+    config_path: PathBuf,
+    child: Child,
+    /// Reported as gone already (it died or was killed by hand).
+    exited: bool,
 }
 
 pub fn run(args: DevArgs) -> ExitCode {
@@ -45,40 +68,151 @@ pub fn run(args: DevArgs) -> ExitCode {
     if let Some(Err(e)) = configs.first().map(Config::validate) {
         return fail(EXIT_USAGE, e);
     }
-    let rt = match runtime() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(1, e),
     };
+    let mut nodes = Vec::new();
+    for config in &configs {
+        match start(config, &args.data_dir) {
+            Ok(node) => nodes.push(node),
+            Err(e) => {
+                stop(&mut nodes);
+                return fail(1, e);
+            }
+        }
+    }
+    if let Err(e) = wait_until_serving(&mut nodes) {
+        stop(&mut nodes);
+        return fail(1, e);
+    }
+    println!(
+        "quorumkv dev: {} nodes, data under {}",
+        nodes.len(),
+        args.data_dir.display()
+    );
+    for node in &nodes {
+        println!(
+            "  {}  http://{}  pid {}",
+            node.id,
+            node.http_addr,
+            node.child.id()
+        );
+    }
+    println!("Ctrl-C stops the cluster.");
     rt.block_on(async {
-        let mut nodes = Vec::new();
-        for config in configs {
-            let started = match Listeners::bind(config.http_addr, config.peer_addr).await {
-                Ok(listeners) => Node::start(config, listeners).await,
-                Err(e) => Err(e),
-            };
-            match started {
-                Ok(node) => nodes.push(node),
-                Err(e) => {
-                    for node in nodes {
-                        node.shutdown().await;
-                    }
-                    return fail(1, e);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = wait_for_ctrl_c() => break,
+                _ = tick.tick() => report_exits(&mut nodes),
+            }
+        }
+    });
+    stop(&mut nodes);
+    ExitCode::SUCCESS
+}
+
+/// Writes the node's config and starts `quorumkv serve` on it.
+fn start(config: &Config, data_dir: &Path) -> Result<NodeProcess, String> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let config_path = data_dir.join(format!("{}.toml", config.node_id));
+    let text = toml::to_string(config).map_err(|e| format!("cannot write a config: {e}"))?;
+    std::fs::write(&config_path, text)
+        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut child = Command::new(exe)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--stop-on-stdin-close")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start node {}: {e}", config.node_id))?;
+    if let Some(stderr) = child.stderr.take() {
+        let prefix = format!("{} | ", config.node_id);
+        let copier = std::thread::Builder::new()
+            .name(format!("{}-log", config.node_id))
+            .spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = writeln!(std::io::stderr().lock(), "{prefix}{line}");
+                }
+            });
+        if let Err(e) = copier {
+            eprintln!("cannot relay the log of {}: {e}", config.node_id);
+        }
+    }
+    Ok(NodeProcess {
+        id: config.node_id.clone(),
+        http_addr: config.http_addr,
+        config_path,
+        child,
+        exited: false,
+    })
+}
+
+/// Waits until every node accepts HTTP connections; fails if one exits first.
+fn wait_until_serving(nodes: &mut [NodeProcess]) -> Result<(), String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    for node in nodes {
+        while TcpStream::connect_timeout(&node.http_addr, POLL).is_err() {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                node.exited = true;
+                return Err(format!(
+                    "node {} exited during start-up ({status}); its log is above",
+                    node.id
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "node {} is not serving on {} after {START_TIMEOUT:?}",
+                    node.id, node.http_addr
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+    Ok(())
+}
+
+/// Says so, once, when a node has gone (killed by hand, say), and how to start it again.
+fn report_exits(nodes: &mut [NodeProcess]) {
+    for node in nodes.iter_mut().filter(|n| !n.exited) {
+        if let Ok(Some(status)) = node.child.try_wait() {
+            node.exited = true;
+            eprintln!(
+                "node {} exited ({status}); start it again with: quorumkv serve --config {}",
+                node.id,
+                node.config_path.display()
+            );
+        }
+    }
+}
+
+/// Tells every node to stop (closing its stdin) and waits for it; kills one that hangs.
+fn stop(nodes: &mut [NodeProcess]) {
+    for node in nodes.iter_mut() {
+        drop(node.child.stdin.take());
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    for node in nodes.iter_mut() {
+        loop {
+            match node.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
+                Ok(None) | Err(_) => {
+                    eprintln!("node {} did not stop in time; killing it", node.id);
+                    let _ = node.child.kill();
+                    let _ = node.child.wait();
+                    break;
                 }
             }
         }
-        println!(
-            "quorumkv dev: {} nodes, data under {}",
-            nodes.len(),
-            args.data_dir.display()
-        );
-        for node in &nodes {
-            println!("  {}  http://{}", node.node_id(), node.http_addr());
-        }
-        println!("Ctrl-C stops the cluster.");
-        wait_for_ctrl_c().await;
-        for node in nodes {
-            node.shutdown().await;
-        }
-        ExitCode::SUCCESS
-    })
+    }
 }

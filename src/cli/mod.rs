@@ -51,6 +51,9 @@ struct ServeArgs {
     peer_addr: Option<SocketAddr>,
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Also stop when stdin closes (how `dev` stops its nodes, and how they follow it if it dies).
+    #[arg(long, hide = true)]
+    stop_on_stdin_close: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,15 +152,60 @@ fn serve(args: ServeArgs) -> ExitCode {
             node.node_id(),
             node.http_addr()
         );
-        wait_for_ctrl_c().await;
+        if args.stop_on_stdin_close {
+            tokio::select! {
+                () = wait_for_ctrl_c() => {}
+                () = stdin_closed() => tracing::info!("stdin closed; stopping"),
+            }
+        } else {
+            wait_for_ctrl_c().await;
+        }
         node.shutdown().await;
         ExitCode::SUCCESS
     })
 }
 
+/// Resolves once stdin reaches its end (or fails), read on a thread of its own.
+async fn stdin_closed() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let reader = std::thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            let _ = tx.send(());
+        });
+    match reader {
+        Ok(_) => {
+            let _ = rx.await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch stdin; only Ctrl-C stops this node");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, the signal service managers stop a process with.
 async fn wait_for_ctrl_c() {
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        tracing::error!(error = %e, "cannot listen for Ctrl-C; stopping");
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops cleanly");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        stopped = tokio::signal::ctrl_c() => {
+            if let Err(e) = stopped {
+                tracing::error!(error = %e, "cannot listen for Ctrl-C; stopping");
+            }
+        }
+        () = term => {}
     }
     tracing::info!("stopping");
 }
