@@ -189,13 +189,13 @@ impl Node {
             identity,
             Arc::new(Service::new(coordinator.clone())),
         ));
-        let app = api::router(AppState {
+        let app = api::router(AppState::new(api::Shared {
             coordinator,
             anti_entropy: ae_stats,
             config: config.clone(),
             started: Instant::now(),
             metrics: Arc::default(),
-        });
+        }));
         let (http_stop, stopped) = oneshot::channel::<()>();
         let listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
             if let Err(e) = tcp.set_nodelay(true) {

@@ -25,15 +25,31 @@ pub use error::ApiError;
 pub use metrics::RequestMetrics;
 pub use params::CONTEXT_HEADER;
 
-/// What every handler shares.
+/// What every handler shares; one `Arc`, as axum clones it for every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub coordinator: Arc<Coordinator>,
     pub anti_entropy: Arc<anti_entropy::Stats>,
     pub config: Arc<Config>,
     pub started: Instant,
     /// Counted per client request; shared by the `/kv` middleware and `/metrics`.
     pub metrics: Arc<RequestMetrics>,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 pub fn router(state: AppState) -> Router {

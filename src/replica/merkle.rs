@@ -63,9 +63,11 @@ impl Trees {
     pub fn update(&self, partition: u32, storage_key: &[u8], hash: Option<u64>) {
         let mut tree = self.partitions.entry(partition).or_insert_with(Tree::new);
         let leaf = &mut tree.leaves[leaf_of(storage_key)];
-        let old = match hash {
-            Some(h) => leaf.keys.insert(storage_key.to_vec(), h),
-            None => leaf.keys.remove(storage_key),
+        let old = match (hash, leaf.keys.get_mut(storage_key)) {
+            // Most writes are to keys the tree holds already: no key copy for those.
+            (Some(h), Some(slot)) => Some(std::mem::replace(slot, h)),
+            (Some(h), None) => leaf.keys.insert(storage_key.to_vec(), h),
+            (None, _) => leaf.keys.remove(storage_key),
         };
         if let Some(old) = old {
             leaf.hash ^= item(storage_key, old);

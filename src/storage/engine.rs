@@ -587,8 +587,16 @@ fn check_key(key: &[u8]) -> Result<()> {
 fn read_value(segment: &Segment, entry: &Entry, key: &[u8]) -> Result<Vec<u8>> {
     let mut buf = vec![0; entry.len as usize];
     segment.read_exact_at(&mut buf, u64::from(entry.offset))?;
-    match record::parse(&buf) {
-        Ok(rec) if rec.key == key && !rec.tombstone => Ok(rec.value.to_vec()),
+    let value_at = match record::parse(&buf) {
+        Ok(rec) if rec.key == key && !rec.tombstone => Some(buf.len() - rec.value.len()),
+        _ => None,
+    };
+    match value_at {
+        // The value is the record's tail: keep the buffer rather than copy it out.
+        Some(at) => {
+            buf.drain(..at);
+            Ok(buf)
+        }
         _ => {
             tracing::error!(
                 segment = entry.segment,
