@@ -1,5 +1,6 @@
 //! The built binary, as an operator runs it: `quorumkv serve` processes killed and restarted
-//! on the same data directory, and the exit status for a bad config.
+//! on the same data directory, `quorumkv dev` and its node processes, and the exit status for a
+//! bad config.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -189,6 +190,74 @@ fn kv_client_merges_siblings_with_its_saved_context(dir: &Path, port: u16) {
         .output()
         .expect("run kv");
     assert_eq!(String::from_utf8_lossy(&gone.stdout).trim(), "not found");
+}
+
+fn dev(data_dir: &Path, base_port: u16) -> Child {
+    Command::new(BIN)
+        .args(["dev", "--base-port", &base_port.to_string(), "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn quorumkv dev")
+}
+
+/// Waits until nothing accepts connections on `port` any more.
+async fn wait_closed(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < deadline, "port {port} still serving");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `dev` runs each node as a process of its own; killing `dev` outright (no chance to stop
+/// them) still stops every node cleanly, and a new `dev` on the same folder finds the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_nodes_are_processes_that_stop_with_dev_and_keep_their_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = free_port().clamp(1, 65000) - 1;
+    let http: Vec<u16> = (1..=3).map(|i| base + i).collect();
+    let client = reqwest::Client::new();
+    let mut cluster = dev(dir.path(), base);
+    for &port in &http {
+        wait_healthy(&client, port).await;
+    }
+    let put = client
+        .put(format!("http://127.0.0.1:{}/kv/b/k?w=all", http[0]))
+        .body("kept")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), reqwest::StatusCode::NO_CONTENT);
+    assert!(dir.path().join("n2.toml").exists(), "n2's config written");
+
+    cluster.kill().expect("kill dev");
+    cluster.wait().expect("reap dev");
+    for &port in &http {
+        wait_closed(port).await;
+    }
+
+    let mut cluster = dev(dir.path(), base);
+    for &port in &http {
+        wait_healthy(&client, port).await;
+    }
+    let get = client
+        .get(format!("http://127.0.0.1:{}/kv/b/k", http[2]))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(get.status(), reqwest::StatusCode::OK);
+    assert_eq!(get.text().await.expect("body"), "kept");
+    cluster.kill().expect("kill dev");
+    cluster.wait().expect("reap dev");
+    for &port in &http {
+        wait_closed(port).await;
+    }
 }
 
 #[test]
