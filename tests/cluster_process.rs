@@ -215,6 +215,19 @@ async fn wait_closed(port: u16) {
     }
 }
 
+/// Waits until no process holds the locks of a node's stores (the node has closed them).
+async fn wait_unlocked(node_dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for store in ["storage", "hints"] {
+        let path = node_dir.join(store).join("LOCK");
+        let lock = std::fs::File::open(&path).expect("open LOCK");
+        while lock.try_lock().is_err() {
+            assert!(Instant::now() < deadline, "{} still held", path.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// `dev` runs each node as a process of its own; killing `dev` outright (no chance to stop
 /// them) still stops every node cleanly, and a new `dev` on the same folder finds the data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,6 +239,9 @@ async fn dev_nodes_are_processes_that_stop_with_dev_and_keep_their_data() {
     let mut cluster = dev(dir.path(), base);
     for &port in &http {
         wait_healthy(&client, port).await;
+    }
+    for &port in &http {
+        wait_all_peers_up(&client, port).await;
     }
     let put = client
         .put(format!("http://127.0.0.1:{}/kv/b/k?w=all", http[0]))
@@ -241,10 +257,16 @@ async fn dev_nodes_are_processes_that_stop_with_dev_and_keep_their_data() {
     for &port in &http {
         wait_closed(port).await;
     }
+    for node in ["n1", "n2", "n3"] {
+        wait_unlocked(&dir.path().join(node)).await;
+    }
 
     let mut cluster = dev(dir.path(), base);
     for &port in &http {
         wait_healthy(&client, port).await;
+    }
+    for &port in &http {
+        wait_all_peers_up(&client, port).await;
     }
     let get = client
         .get(format!("http://127.0.0.1:{}/kv/b/k", http[2]))
