@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, Member, SyncSetting};
 
-use super::{fail, wait_for_ctrl_c, EXIT_USAGE};
+use super::{fail, wait_for_stop_signal, EXIT_USAGE};
 
 /// How long a node may take to open its storage and listen.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -107,7 +107,7 @@ pub fn run(args: DevArgs) -> ExitCode {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                () = wait_for_ctrl_c() => break,
+                () = wait_for_stop_signal() => break,
                 _ = tick.tick() => report_exits(&mut nodes),
             }
         }

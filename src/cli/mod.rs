@@ -154,11 +154,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         );
         if args.stop_on_stdin_close {
             tokio::select! {
-                () = wait_for_ctrl_c() => {}
+                () = wait_for_stop_signal() => {}
                 () = stdin_closed() => tracing::info!("stdin closed; stopping"),
             }
         } else {
-            wait_for_ctrl_c().await;
+            wait_for_stop_signal().await;
         }
         node.shutdown().await;
         ExitCode::SUCCESS
@@ -186,7 +186,7 @@ async fn stdin_closed() {
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM, the signal service managers stop a process with.
-async fn wait_for_ctrl_c() {
+async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let term = async {
         match signal(SignalKind::terminate()) {
