@@ -192,15 +192,34 @@ fn kv_client_merges_siblings_with_its_saved_context(dir: &Path, port: u16) {
     assert_eq!(String::from_utf8_lossy(&gone.stdout).trim(), "not found");
 }
 
-fn dev(data_dir: &Path, base_port: u16) -> Child {
-    Command::new(BIN)
+/// Starts `quorumkv dev` on `data_dir` and waits until its nodes serve and see each other.
+async fn start_dev(client: &reqwest::Client, data_dir: &Path, base_port: u16) -> Child {
+    let cluster = Command::new(BIN)
         .args(["dev", "--base-port", &base_port.to_string(), "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn quorumkv dev")
+        .expect("spawn quorumkv dev");
+    for i in 1..=3 {
+        wait_healthy(client, base_port + i).await;
+    }
+    for i in 1..=3 {
+        wait_all_peers_up(client, base_port + i).await;
+    }
+    cluster
+}
+
+/// Kills `dev` outright (SIGKILL: it cannot pass anything on) and waits until its nodes have
+/// stopped serving and closed their stores.
+async fn kill_dev(mut cluster: Child, data_dir: &Path, base_port: u16) {
+    cluster.kill().expect("kill dev");
+    cluster.wait().expect("reap dev");
+    for i in 1..=3 {
+        wait_closed(base_port + i).await;
+        wait_unlocked(&data_dir.join(format!("n{i}"))).await;
+    }
 }
 
 /// Waits until nothing accepts connections on `port` any more.
@@ -234,52 +253,27 @@ async fn wait_unlocked(node_dir: &Path) {
 async fn dev_nodes_are_processes_that_stop_with_dev_and_keep_their_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = free_port().clamp(1, 65000) - 1;
-    let http: Vec<u16> = (1..=3).map(|i| base + i).collect();
     let client = reqwest::Client::new();
-    let mut cluster = dev(dir.path(), base);
-    for &port in &http {
-        wait_healthy(&client, port).await;
-    }
-    for &port in &http {
-        wait_all_peers_up(&client, port).await;
-    }
+    let cluster = start_dev(&client, dir.path(), base).await;
     let put = client
-        .put(format!("http://127.0.0.1:{}/kv/b/k?w=all", http[0]))
+        .put(format!("http://127.0.0.1:{}/kv/b/k?w=all", base + 1))
         .body("kept")
         .send()
         .await
         .expect("put");
     assert_eq!(put.status(), reqwest::StatusCode::NO_CONTENT);
     assert!(dir.path().join("n2.toml").exists(), "n2's config written");
+    kill_dev(cluster, dir.path(), base).await;
 
-    cluster.kill().expect("kill dev");
-    cluster.wait().expect("reap dev");
-    for &port in &http {
-        wait_closed(port).await;
-    }
-    for node in ["n1", "n2", "n3"] {
-        wait_unlocked(&dir.path().join(node)).await;
-    }
-
-    let mut cluster = dev(dir.path(), base);
-    for &port in &http {
-        wait_healthy(&client, port).await;
-    }
-    for &port in &http {
-        wait_all_peers_up(&client, port).await;
-    }
+    let cluster = start_dev(&client, dir.path(), base).await;
     let get = client
-        .get(format!("http://127.0.0.1:{}/kv/b/k", http[2]))
+        .get(format!("http://127.0.0.1:{}/kv/b/k", base + 3))
         .send()
         .await
         .expect("get");
     assert_eq!(get.status(), reqwest::StatusCode::OK);
     assert_eq!(get.text().await.expect("body"), "kept");
-    cluster.kill().expect("kill dev");
-    cluster.wait().expect("reap dev");
-    for &port in &http {
-        wait_closed(port).await;
-    }
+    kill_dev(cluster, dir.path(), base).await;
 }
 
 #[test]
