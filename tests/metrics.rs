@@ -81,27 +81,23 @@ async fn metrics_parse_and_count_the_traffic() {
     assert_well_formed(&text);
     let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parse");
 
-    let requests = "quorumkv_requests_total";
-    assert_eq!(
-        value(&scrape, requests, &[("op", "put"), ("status", "204")]),
-        5.0
-    );
-    assert_eq!(
-        value(&scrape, requests, &[("op", "get"), ("status", "200")]),
-        3.0
-    );
-    assert_eq!(
-        value(&scrape, requests, &[("op", "get"), ("status", "404")]),
-        1.0
-    );
-    assert_eq!(
-        value(&scrape, requests, &[("op", "get"), ("status", "300")]),
-        1.0
-    );
-    assert_eq!(
-        value(&scrape, requests, &[("op", "put"), ("status", "503")]),
-        1.0
-    );
+    for (op, status, count) in [
+        ("put", "204", 5.0),
+        ("get", "200", 3.0),
+        ("get", "404", 1.0),
+        ("get", "300", 1.0),
+        ("put", "503", 1.0),
+    ] {
+        assert_eq!(
+            value(
+                &scrape,
+                "quorumkv_requests_total",
+                &[("op", op), ("status", status)]
+            ),
+            count,
+            "{op} {status}"
+        );
+    }
     assert_eq!(
         value(&scrape, "quorumkv_quorum_failures_total", &[("op", "put")]),
         1.0
