@@ -19,6 +19,15 @@ use crate::storage::{self, MergeTrigger, SyncPolicy};
 pub const MAX_NODE_ID_LEN: usize = 64;
 /// Most replicas a bucket may ask for.
 pub const MAX_N: u8 = 16;
+/// Most request-serving threads a node may be given.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
+/// Worker threads for each of `processes` processes sharing this machine: its cores split
+/// between them, at least one each. More threads than cores only add context switches.
+pub fn share_of_cores(processes: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores / processes.max(1)).max(1)
+}
 
 /// A configuration mistake, phrased for the operator and naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +45,10 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// Threads that serve requests; one per core when absent. Nodes that share a machine
+    /// (`quorumkv dev`) do better splitting its cores than each taking all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
     pub cluster: ClusterConfig,
     #[serde(default)]
     pub defaults: BucketDefaults,
@@ -276,6 +289,7 @@ impl Config {
                 http_addr: m.http_addr,
                 peer_addr: m.peer_addr,
                 data_dir: data_root.join(&m.id),
+                worker_threads: None,
                 cluster: ClusterConfig {
                     ring_size: 64,
                     members: members.clone(),
@@ -311,6 +325,13 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_node_id("node_id", &self.node_id)?;
+        if let Some(t) = self.worker_threads {
+            if t == 0 || t > MAX_WORKER_THREADS {
+                return Err(invalid(format!(
+                    "worker_threads must be between 1 and {MAX_WORKER_THREADS} (got {t})"
+                )));
+            }
+        }
         let c = &self.cluster;
         if !c.ring_size.is_power_of_two() {
             return Err(invalid(format!(
@@ -549,6 +570,11 @@ mod tests {
                 "[buckets.sessions]\nr = 0",
                 "buckets.sessions.r must be",
             ),
+            (
+                "node_id   = \"n1\"",
+                "node_id = \"n1\"\nworker_threads = 0",
+                "worker_threads must be between 1 and 1024 (got 0)",
+            ),
         ];
         for (replace, by, expected) in cases {
             let err = with(replace, by).expect_err(by);
@@ -567,6 +593,7 @@ mod tests {
             }],
             Path::new("data"),
         );
+        configs[0].worker_threads = Some(1);
         configs.push(Config::parse(EXAMPLE).expect("parses"));
         for config in configs {
             let text = toml::to_string(&config).expect("serialises");

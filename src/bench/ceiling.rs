@@ -23,6 +23,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 
+use crate::config::share_of_cores;
 use crate::net::{self, Faults, Handler, Identity, Net, TcpDialer};
 
 #[derive(Debug, clap::Args)]
@@ -126,10 +127,12 @@ pub fn run(args: &CeilingArgs) -> Result<(), String> {
     if u32::from(args.base_port) + 100 + u32::from(NODES) > 65535 {
         return Err("base-port leaves no room for the peer ports".into());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if !args.in_process {
+        // The coordinators' process and the replicas' split the cores, as dev's nodes do.
+        builder.worker_threads(share_of_cores(usize::from(NODES) + 1));
+    }
+    let runtime = builder.enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async {
         match args.replica {
             Some(at) => serve_replica(at, &args.value_bytes).await,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Member, SyncSetting};
+use crate::config::{share_of_cores, Config, Member, SyncSetting};
 
 use super::{fail, wait_for_stop_signal, EXIT_USAGE};
 
@@ -62,8 +62,10 @@ pub fn run(args: DevArgs) -> ExitCode {
         })
         .collect();
     let mut configs = Config::local_cluster(members, &args.data_dir);
+    let threads = share_of_cores(configs.len());
     for config in &mut configs {
         config.storage.sync = args.sync;
+        config.worker_threads = Some(threads);
     }
     if let Some(Err(e)) = configs.first().map(Config::validate) {
         return fail(EXIT_USAGE, e);

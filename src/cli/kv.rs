@@ -72,7 +72,7 @@ pub struct Common {
 }
 
 pub fn run(cmd: KvCommand) -> ExitCode {
-    let rt = match runtime() {
+    let rt = match runtime(Some(1)) {
         Ok(rt) => rt,
         Err(e) => return fail(1, e),
     };

@@ -108,10 +108,12 @@ fn fail(code: u8, e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+fn runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build()
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -134,7 +136,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Err(e) = config.validate() {
         return fail(EXIT_USAGE, format!("{}: {e}", args.config.display()));
     }
-    let rt = match runtime() {
+    let rt = match runtime(config.worker_threads) {
         Ok(rt) => rt,
         Err(e) => return fail(1, e),
     };
