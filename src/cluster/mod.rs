@@ -31,6 +31,8 @@ const MIN_INTERVAL: Duration = HEARTBEAT_INTERVAL;
 
 struct Health {
     intervals: VecDeque<Duration>,
+    /// Sum of `intervals`, kept as they come and go: `is_down` runs on every request.
+    total: Duration,
     /// When the last heartbeat came (at start: when we started listening).
     last: Instant,
     /// Wall-clock time of the last heartbeat, for operators; `None` until the first.
@@ -43,7 +45,7 @@ impl Health {
         let mean = if self.intervals.is_empty() {
             MIN_INTERVAL
         } else {
-            self.intervals.iter().sum::<Duration>() / self.intervals.len() as u32
+            self.total / self.intervals.len() as u32
         }
         .max(MIN_INTERVAL);
         let silence = now.saturating_duration_since(self.last);
@@ -74,6 +76,7 @@ impl Liveness {
             .map(|id| {
                 let health = Health {
                     intervals: VecDeque::with_capacity(WINDOW),
+                    total: Duration::ZERO,
                     last: now,
                     last_wall_ms: None,
                     up: false,
@@ -92,10 +95,13 @@ impl Liveness {
         let mut h = h.lock();
         if h.last_wall_ms.is_some() {
             if h.intervals.len() == WINDOW {
-                h.intervals.pop_front();
+                if let Some(oldest) = h.intervals.pop_front() {
+                    h.total -= oldest;
+                }
             }
             let interval = now.saturating_duration_since(h.last);
             h.intervals.push_back(interval);
+            h.total += interval;
         }
         h.last = now;
         h.last_wall_ms = Some(self.clock.now_ms());
@@ -201,6 +207,22 @@ mod tests {
         let last = t0 + Duration::from_millis(500) * 19;
         // Two seconds of silence convict a peer heard every 100 ms, not one heard every 500.
         assert!(l.peers["n2"].lock().phi(last + Duration::from_secs(2)) < PHI_THRESHOLD);
+    }
+
+    #[test]
+    fn only_the_last_window_of_heartbeats_counts() {
+        let l = Liveness::new(["n2".to_owned()], Arc::new(SystemClock));
+        let mut at = Instant::now();
+        l.heard("n2", at);
+        for gap in [Duration::from_secs(1), HEARTBEAT_INTERVAL] {
+            for _ in 0..WINDOW {
+                at += gap;
+                l.heard("n2", at);
+            }
+        }
+        // The slow second-long intervals have left the window: the peer is judged by the
+        // regular ones again, so two seconds of silence convict it.
+        assert!(l.peers["n2"].lock().phi(at + Duration::from_secs(2)) >= PHI_THRESHOLD);
     }
 
     #[test]
