@@ -171,6 +171,9 @@ fn flipped_bits_lose_only_the_damaged_record() {
                     "{context}: damaged key reported for repair"
                 );
             }
+            // A merge reads the damaged segment again and must keep exactly what open kept.
+            storage.merge().expect("merge");
+            assert_matches(&storage, &model, &format!("{context}, merged"));
         }
         check_accepts_writes(&dir, &options, model);
         fs::remove_dir_all(&dir).expect("cleanup");

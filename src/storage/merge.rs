@@ -23,6 +23,9 @@ use super::segment::{data_path, hint_path, merging, sync_dir, Segment};
 pub(super) const MANIFEST: &str = "MERGE";
 pub(super) const MANIFEST_TMP: &str = "MERGE.tmp";
 const MANIFEST_MAGIC: &[u8; 8] = b"QKVMRG01";
+/// How much of an input segment is read at a time. Reading a whole 64 MiB segment into a
+/// fresh buffer had the kernel zero 64 MiB of pages per input: two thirds of a merge's CPU.
+const READ_WINDOW: usize = 1 << 20;
 
 /// What a merge did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,10 +177,9 @@ impl Inner {
             };
             let len = segment.file.metadata()?.len();
             report.bytes_before += len;
-            let mut buf = vec![0; len as usize];
-            segment.file.read_exact_at(&mut buf, 0)?;
             let mut copy_err = None;
-            record::scan(&buf, |offset, rec| {
+            let read_at = |buf: &mut [u8], at: u64| segment.file.read_exact_at(buf, at);
+            record::scan_windowed(len, READ_WINDOW, read_at, |offset, rec, raw| {
                 let offset = offset as u32;
                 let live = if rec.tombstone {
                     !full && !self.keydir.contains_key(rec.key)
@@ -189,8 +191,6 @@ impl Inner {
                 if !live || copy_err.is_some() {
                     return;
                 }
-                let start = offset as usize;
-                let raw = &buf[start..start + rec.encoded_len()];
                 match self.copy_record(&mut outputs, raw, rec) {
                     Ok(to) => {
                         report.records_kept += 1;
@@ -205,7 +205,7 @@ impl Inner {
                     }
                     Err(e) => copy_err = Some(e),
                 }
-            });
+            })?;
             if let Some(e) = copy_err {
                 return Err(e);
             }

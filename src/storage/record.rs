@@ -159,9 +159,83 @@ pub fn scan(buf: &[u8], mut visit: impl FnMut(u64, &Record<'_>)) -> ScanOutcome 
     outcome
 }
 
+/// The record length a header declares, if the header is complete and plausible.
+fn declared_len(buf: &[u8]) -> Option<usize> {
+    if buf.len() < HEADER_LEN {
+        return None;
+    }
+    let key_len = u32_at(buf, 13) as usize;
+    let value_len = u32_at(buf, 17) as usize;
+    (key_len <= MAX_KEY_LEN && value_len <= FORMAT_MAX_VALUE_LEN)
+        .then_some(HEADER_LEN + key_len + value_len)
+}
+
+/// [`scan`] over a file of `len` bytes that `read_at(buf, offset)` fills buffers from, a window
+/// of about `window` bytes at a time, so that a merge neither holds a whole segment in memory
+/// nor has the kernel zero a fresh segment-sized buffer for it. `visit` also gets the record's
+/// raw bytes. The first damaged record ends the windowed walk: the rest of the file is read
+/// whole and handed to [`scan`], whose resynchronisation may look arbitrarily far ahead (damage
+/// is rare). Offsets in the outcome are file offsets, exactly as [`scan`] of the whole file
+/// would report them.
+pub fn scan_windowed(
+    len: u64,
+    window: usize,
+    mut read_at: impl FnMut(&mut [u8], u64) -> std::io::Result<()>,
+    mut visit: impl FnMut(u64, &Record<'_>, &[u8]),
+) -> std::io::Result<ScanOutcome> {
+    let mut window = window.max(HEADER_LEN);
+    let mut buf = Vec::new();
+    let mut base = 0u64;
+    while base < len {
+        let want = (len - base).min(window as u64) as usize;
+        buf.resize(want, 0);
+        read_at(&mut buf, base)?;
+        let more_in_file = base + (want as u64) < len;
+        let mut pos = 0;
+        let damaged = loop {
+            if pos == buf.len() {
+                break false;
+            }
+            match parse(&buf[pos..]) {
+                Ok(rec) => {
+                    let end = pos + rec.encoded_len();
+                    visit(base + pos as u64, &rec, &buf[pos..end]);
+                    pos = end;
+                }
+                Err(ParseError::Truncated) if more_in_file => break false,
+                Err(_) => break true,
+            }
+        };
+        if damaged {
+            let start = base + pos as u64;
+            let mut rest = vec![0; (len - start) as usize];
+            read_at(&mut rest, start)?;
+            let mut outcome = scan(&rest, |offset, rec| {
+                let at = offset as usize;
+                visit(start + offset, rec, &rest[at..at + rec.encoded_len()]);
+            });
+            for (offset, _) in &mut outcome.skipped {
+                *offset += start;
+            }
+            if let Some(at) = &mut outcome.garbage_tail_at {
+                *at += start;
+            }
+            return Ok(outcome);
+        }
+        if pos == 0 {
+            // One record longer than the window: widen the window to hold it (at least
+            // doubling, so every round makes progress).
+            window = declared_len(&buf).unwrap_or(0).max(want * 2);
+        }
+        base += pos as u64;
+    }
+    Ok(ScanOutcome::default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn encoded(seq: u64, tombstone: bool, key: &[u8], value: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -214,6 +288,69 @@ mod tests {
         let mut buf = encoded(1, false, b"key", b"v");
         buf[17..21].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(parse(&buf), Err(ParseError::Corrupt));
+    }
+
+    /// A windowed scan of a file, as the merge reads it.
+    fn windowed(file: &[u8], window: usize) -> (Vec<(u64, u64, Vec<u8>)>, ScanOutcome) {
+        let mut seen = Vec::new();
+        let outcome = scan_windowed(
+            file.len() as u64,
+            window,
+            |buf, at| {
+                let at = at as usize;
+                buf.copy_from_slice(&file[at..at + buf.len()]);
+                Ok(())
+            },
+            |offset, rec, raw| seen.push((offset, rec.seq, raw.to_vec())),
+        )
+        .expect("reads from memory");
+        (seen, outcome)
+    }
+
+    proptest! {
+        /// Whatever the window and whatever the damage, the windowed scan sees what a scan of
+        /// the whole file sees.
+        #[test]
+        fn a_windowed_scan_sees_what_a_whole_scan_sees(
+            values in proptest::collection::vec(0usize..300, 0..12),
+            flips in proptest::collection::vec((0.0f64..1.0, 1u8..=255), 0..3),
+            cut in 0usize..40,
+            window in 1usize..700,
+        ) {
+            let mut file = Vec::new();
+            for (i, len) in values.iter().enumerate() {
+                file.extend(encoded(i as u64, false, format!("key{i}").as_bytes(), &vec![b'v'; *len]));
+            }
+            for (at, xor) in flips {
+                if !file.is_empty() {
+                    let at = (at * file.len() as f64) as usize % file.len();
+                    file[at] ^= xor;
+                }
+            }
+            file.truncate(file.len().saturating_sub(cut));
+            let mut whole = Vec::new();
+            let expected = scan(&file, |offset, rec| {
+                let at = offset as usize;
+                whole.push((offset, rec.seq, file[at..at + rec.encoded_len()].to_vec()));
+            });
+            let (seen, outcome) = windowed(&file, window);
+            prop_assert_eq!(seen, whole);
+            prop_assert_eq!(outcome.skipped, expected.skipped);
+            prop_assert_eq!(outcome.garbage_tail_at, expected.garbage_tail_at);
+            prop_assert_eq!(outcome.suspect_keys, expected.suspect_keys);
+        }
+    }
+
+    #[test]
+    fn a_record_longer_than_the_window_is_read_whole() {
+        let mut file = encoded(1, false, b"small", b"v");
+        file.extend(encoded(2, false, b"large", &[7; 5000]));
+        file.extend(encoded(3, false, b"after", b"v"));
+        let (seen, outcome) = windowed(&file, 64);
+        let seqs: Vec<u64> = seen.iter().map(|(_, seq, _)| *seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(seen[1].2.len(), HEADER_LEN + 5 + 5000);
+        assert!(outcome.skipped.is_empty() && outcome.garbage_tail_at.is_none());
     }
 
     #[test]
