@@ -499,17 +499,22 @@ impl Inner {
         Ok((seq, sealed))
     }
 
-    /// Seals the active segment and starts a new one. Called with the writer lock held. The
-    /// sealed segment is fsynced whatever the policy (once per segment is cheap), so the
-    /// syncer only ever has the active segment to cover.
+    /// Seals the active segment and starts a new one. Called with the writer lock held. Unless
+    /// the policy is to never fsync, the sealed segment is fsynced (little is left unsynced by
+    /// then), so the syncer only ever has the active segment to cover.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
-        if let Err(e) = w.segment.file.sync_data() {
-            self.durability.fail();
-            return Err(e.into());
+        let fsync = self.options.sync != SyncPolicy::None;
+        if fsync {
+            if let Err(e) = w.segment.file.sync_data() {
+                self.durability.fail();
+                return Err(e.into());
+            }
         }
         let id = self.next_segment_id.fetch_add(1, Ordering::Relaxed);
         let segment = Arc::new(Segment::create(&data_path(&self.dir, id), id)?);
-        sync_dir(&self.dir)?;
+        if fsync {
+            sync_dir(&self.dir)?;
+        }
         self.segments.write().insert(id, segment.clone());
         w.segment = segment;
         w.offset = 0;
