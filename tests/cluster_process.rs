@@ -2,6 +2,7 @@
 //! on the same data directory, `quorumkv dev` and its node processes, and the exit status for a
 //! bad config.
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -193,21 +194,30 @@ fn kv_client_merges_siblings_with_its_saved_context(dir: &Path, port: u16) {
 }
 
 /// Starts `quorumkv dev` on `data_dir` and waits until its nodes serve and see each other.
-async fn start_dev(client: &reqwest::Client, data_dir: &Path, base_port: u16) -> Child {
-    let cluster = Command::new(BIN)
+async fn start_dev(data_dir: &Path, base_port: u16) -> Child {
+    let mut cluster = Command::new(BIN)
         .args(["dev", "--base-port", &base_port.to_string(), "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn quorumkv dev");
-    for i in 1..=3 {
-        wait_healthy(client, base_port + i).await;
-    }
-    for i in 1..=3 {
-        wait_all_peers_up(client, base_port + i).await;
-    }
+    let stdout = cluster.stdout.take().expect("dev's stdout is piped");
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        let ready = lines
+            .by_ref()
+            .any(|l| l.starts_with("Ctrl-C stops the cluster"));
+        // Keep reading, so that dev never writes into a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        ready
+    });
+    let ready = tokio::time::timeout(Duration::from_secs(60), ready)
+        .await
+        .expect("dev says the cluster is ready within a minute")
+        .expect("stdout reader");
+    assert!(ready, "dev ended before saying the cluster is ready");
     cluster
 }
 
@@ -254,7 +264,9 @@ async fn dev_nodes_are_processes_that_stop_with_dev_and_keep_their_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = free_port().clamp(1, 65000) - 1;
     let client = reqwest::Client::new();
-    let cluster = start_dev(&client, dir.path(), base).await;
+    let cluster = start_dev(dir.path(), base).await;
+    // No waiting here: once dev says the cluster is ready, every node sees its peers, so a
+    // write that needs all three replicas goes through at once.
     let put = client
         .put(format!("http://127.0.0.1:{}/kv/b/k?w=all", base + 1))
         .body("kept")
@@ -265,7 +277,7 @@ async fn dev_nodes_are_processes_that_stop_with_dev_and_keep_their_data() {
     assert!(dir.path().join("n2.toml").exists(), "n2's config written");
     kill_dev(cluster, dir.path(), base).await;
 
-    let cluster = start_dev(&client, dir.path(), base).await;
+    let cluster = start_dev(dir.path(), base).await;
     let get = client
         .get(format!("http://127.0.0.1:{}/kv/b/k", base + 3))
         .send()

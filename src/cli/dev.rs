@@ -20,6 +20,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a node may take to drain and close its storage after being told to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
+/// How long the nodes may take to see each other once serving (heartbeats go every 100 ms).
+const PEERS_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
@@ -90,6 +92,9 @@ pub fn run(args: DevArgs) -> ExitCode {
     if let Err(e) = wait_until_serving(&mut nodes) {
         stop(&mut nodes);
         return fail(1, e);
+    }
+    if let Err(e) = rt.block_on(wait_until_peers_up(&nodes)) {
+        eprintln!("warning: {e}; writes that need every replica may fail until they do");
     }
     println!(
         "quorumkv dev: {} nodes, data under {}",
@@ -181,6 +186,44 @@ fn wait_until_serving(nodes: &mut [NodeProcess]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Waits until every node sees every peer up (`/admin/status`), so that the cluster dev
+/// announces can take a `w=all` write at once, not only once heartbeats have gone round.
+async fn wait_until_peers_up(nodes: &[NodeProcess]) -> Result<(), String> {
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + PEERS_TIMEOUT;
+    for node in nodes {
+        let url = format!("http://{}/admin/status", node.http_addr);
+        loop {
+            if all_peers_up(&client, &url).await {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!(
+                    "node {} does not see all its peers up after {PEERS_TIMEOUT:?}",
+                    node.id
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok(())
+}
+
+async fn all_peers_up(client: &reqwest::Client, url: &str) -> bool {
+    let Ok(response) = client.get(url).timeout(POLL * 4).send().await else {
+        return false;
+    };
+    let Ok(body) = response.bytes().await else {
+        return false;
+    };
+    let Ok(status) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return false;
+    };
+    status["peers"]
+        .as_array()
+        .is_some_and(|peers| peers.iter().all(|p| p["status"] == "up"))
 }
 
 /// Says so, once, when a node has gone (killed by hand, say), and how to start it again.
