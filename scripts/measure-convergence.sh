@@ -12,6 +12,8 @@ bin=./target/release/quorumkv
 dir=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
+# Three nodes share this machine: each gets its share of the cores, as `quorumkv dev` gives it.
+threads=$(( $(nproc) / 3 )); [ "$threads" -ge 1 ] || threads=1
 members=""
 for i in 1 2 3; do
   members+="  { id = \"n$i\", peer_addr = \"127.0.0.1:940$i\", http_addr = \"127.0.0.1:830$i\" },"$'\n'
@@ -22,6 +24,7 @@ node_id = "n$i"
 http_addr = "127.0.0.1:830$i"
 peer_addr = "127.0.0.1:940$i"
 data_dir = "$dir/data/n$i"
+worker_threads = $threads
 [cluster]
 ring_size = 64
 members = [
