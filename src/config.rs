@@ -67,6 +67,17 @@ pub struct Config {
 pub struct ClusterConfig {
     pub ring_size: u32,
     pub members: Vec<Member>,
+    /// How far apart nodes' wall clocks may be: a timestamp further ahead is not adopted, and
+    /// a node off by more from most of its peers refuses to coordinate `lww` writes.
+    #[serde(default = "default_max_clock_offset_ms")]
+    pub max_clock_offset_ms: u64,
+}
+
+/// CockroachDB's default `--max-offset` is 500 ms; NTP keeps healthy hosts within a few.
+pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 500;
+
+fn default_max_clock_offset_ms() -> u64 {
+    DEFAULT_MAX_CLOCK_OFFSET_MS
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -293,6 +304,7 @@ impl Config {
                 cluster: ClusterConfig {
                     ring_size: 64,
                     members: members.clone(),
+                    max_clock_offset_ms: DEFAULT_MAX_CLOCK_OFFSET_MS,
                 },
                 defaults: BucketDefaults {
                     n,

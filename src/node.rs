@@ -11,12 +11,12 @@ use tokio::task::JoinHandle;
 
 use crate::anti_entropy;
 use crate::api::{self, AppState};
-use crate::causal::{SiblingLimits, SystemClock, WallClock};
-use crate::cluster::{self, Liveness};
+use crate::causal::{SystemClock, WallClock};
+use crate::cluster::{self, skew::Skew, Liveness};
 use crate::config::{Config, ConfigError};
 use crate::coordinator::{handoff, Coordinator, Service};
 use crate::net::{self, Dialer, Faults, Identity, Net, TcpDialer};
-use crate::replica::{Replica, ReplicaError};
+use crate::replica::{Limits, Replica, ReplicaError};
 use crate::ring::Ring;
 
 /// How long shutdown waits for in-flight requests before letting go of the storage anyway.
@@ -128,7 +128,10 @@ impl Node {
                     ring,
                     seams.clock.clone(),
                     &*seams.random,
-                    SiblingLimits::default(),
+                    Limits {
+                        max_clock_offset_ms: config.cluster.max_clock_offset_ms,
+                        ..Limits::default()
+                    },
                 )
             })
             .await
@@ -161,13 +164,22 @@ impl Node {
                 .map(|m| m.id.clone()),
             seams.clock.clone(),
         ));
-        let heartbeat_task = tokio::spawn(cluster::heartbeat(net.clone(), liveness.clone()));
+        let skew = Arc::new(Skew::new(
+            config.cluster.max_clock_offset_ms,
+            config.cluster.members.len().saturating_sub(1),
+        ));
+        let heartbeat_task = tokio::spawn(cluster::heartbeat(
+            net.clone(),
+            liveness.clone(),
+            skew.clone(),
+        ));
         let coordinator = Arc::new(Coordinator::new(
             config.clone(),
             ring,
             replica.clone(),
             net,
             liveness,
+            skew,
         ));
         let ae_stats = Arc::new(anti_entropy::Stats::default());
         let ae_task = tokio::spawn(anti_entropy::run(

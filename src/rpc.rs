@@ -24,6 +24,8 @@ pub struct PutRequest {
     /// The client's causal context, as (actor, counter) pairs.
     pub context: Vec<(String, u64)>,
     pub op: WriteOp,
+    /// Drawn once per client request, so a hedged or retried write is applied once.
+    pub write_id: u64,
     pub w: u8,
     pub pw: u8,
     pub timeout_ms: u64,
@@ -60,8 +62,10 @@ pub enum Request {
         bucket: String,
         key: String,
     },
-    /// A heartbeat for the failure detector.
-    Ping,
+    /// A heartbeat for the failure detector, with the sender's wall-clock time.
+    Ping {
+        wall_ms: u64,
+    },
     /// Keep this encoded state for `owner`, which could not take it (sloppy quorum).
     Hint {
         owner: String,
@@ -96,10 +100,42 @@ pub enum Request {
 /// Why a replica could not do what was asked; mapped to an HTTP status by the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Failure {
-    TooManySiblings { count: usize, max: usize },
-    TooLarge { bytes: usize, max: usize },
-    Insufficient { needed: u8, acked: u8 },
+    /// The client's fault: retrying elsewhere will not help.
+    TooManySiblings {
+        count: usize,
+        max: usize,
+    },
+    TooLarge {
+        bytes: usize,
+        max: usize,
+    },
+    /// Fewer than needed stored it in time; `pending` replicas had not answered, so the write
+    /// may still land on them.
+    Insufficient {
+        needed: u8,
+        acked: u8,
+        pending: u8,
+    },
+    /// The replica's disk is full (ENOSPC).
+    NoSpace(String),
+    /// The replica cannot read its stored state of the key; it was dropped for repair.
+    Corrupt(String),
+    /// The node's clock is too far from its peers' to stamp `lww` writes.
+    ClockSkew {
+        offset_ms: i64,
+    },
+    /// Anything else that went wrong on the replica.
     Internal(String),
+}
+
+impl Failure {
+    /// Whether another replica may do what this one could not (the request itself is fine).
+    pub fn is_replica_fault(&self) -> bool {
+        !matches!(
+            self,
+            Failure::TooManySiblings { .. } | Failure::TooLarge { .. }
+        )
+    }
 }
 
 /// The result of a coordinated write: the state after it, and how many replicas stored it.
@@ -116,7 +152,10 @@ pub enum Response {
     Synced(Result<(), Failure>),
     /// The replica's encoded state, or `None` if it holds nothing for the key.
     State(Result<Option<Blob>, Failure>),
-    Pong,
+    /// The answer to a ping, with the answerer's wall-clock time.
+    Pong {
+        wall_ms: u64,
+    },
     Hashes(Vec<u64>),
     Digests(Vec<(Vec<u8>, u64)>),
 }

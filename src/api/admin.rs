@@ -17,10 +17,12 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
 pub async fn status(State(state): State<AppState>) -> Json<Value> {
     let c = &state.coordinator;
     let pending = c.replica().hints().pending();
+    let offsets = c.skew().peers();
     let mut peers = Vec::new();
     for view in c.liveness().view() {
         let connected = c.net().connected(&view.id).await;
         peers.push(json!({
+            "clock_offset_ms": offsets.get(&view.id),
             "id": view.id,
             "status": if view.up { "up" } else { "down" },
             "phi": (view.phi * 100.0).round() / 100.0,
@@ -31,6 +33,8 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
     }
     let stats = c.replica().storage().stats();
     let (sent, received) = c.net().traffic();
+    let verdict = c.skew().verdict();
+    let (suspect_replica, suspect_forward) = c.suspect_delays();
     Json(json!({
         "node_id": state.config.node_id,
         "actor": c.replica().actor().as_str(),
@@ -45,6 +49,17 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
             "tombstones_reaped": state.anti_entropy.tombstones_reaped(),
             "last_exchange_per_partition": state.anti_entropy.last(),
         },
+        "clock": {
+            "offset_ms": verdict.offset_ms,
+            "max_offset_ms": c.skew().max_offset_ms(),
+            "out_of_bounds": verdict.out_of_bounds,
+            "skewed_timestamps_seen": c.replica().skewed_stamps(),
+        },
+        "suspect_after_ms": {
+            "replica": suspect_replica.as_secs_f64() * 1000.0,
+            "forward": suspect_forward.as_secs_f64() * 1000.0,
+        },
+        "corrupt_records": c.replica().corrupt_records(),
         "read_repairs": c.read_repairs(),
         "hints_stored": c.replica().hints().stored(),
         "hints_delivered": c.hints_delivered(),

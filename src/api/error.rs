@@ -13,8 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub error: &'static str,
     pub message: String,
-    /// For `insufficient_replicas`: (needed, acked).
-    pub quorum: Option<(u8, u8)>,
+    /// For `insufficient_replicas`: (needed, acked, pending).
+    pub quorum: Option<(u8, u8, u8)>,
 }
 
 impl ApiError {
@@ -35,14 +35,40 @@ impl ApiError {
 impl From<Failure> for ApiError {
     fn from(f: Failure) -> Self {
         match f {
-            Failure::Insufficient { needed, acked } => ApiError {
-                quorum: Some((needed, acked)),
+            Failure::Insufficient {
+                needed,
+                acked,
+                pending,
+            } => ApiError {
+                quorum: Some((needed, acked, pending)),
                 ..ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "insufficient_replicas",
-                    format!("{acked} of the {needed} replicas needed answered in time"),
+                    if pending > 0 {
+                        format!("{acked} of the {needed} replicas needed answered in time; {pending} had not answered, so a write may still land on them")
+                    } else {
+                        format!("{acked} of the {needed} replicas needed answered in time")
+                    },
                 )
             },
+            Failure::NoSpace(reason) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                format!("no replica could store the write: {reason}"),
+            ),
+            Failure::Corrupt(reason) => {
+                tracing::warn!(%reason, "no replica could read the key");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "replica_damaged",
+                    format!("the key's stored state is being repaired: {reason}"),
+                )
+            }
+            Failure::ClockSkew { offset_ms } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "clock_skew",
+                format!("no replica with a sound clock could coordinate this lww write (this node's clock is off by {offset_ms} ms)"),
+            ),
             Failure::TooManySiblings { count, max } => ApiError::new(
                 StatusCode::CONFLICT,
                 "too_many_siblings",
@@ -66,11 +92,12 @@ impl From<Failure> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = match self.quorum {
-            Some((needed, acked)) => json!({
+            Some((needed, acked, pending)) => json!({
                 "error": self.error,
                 "message": self.message,
                 "needed": needed,
                 "acked": acked,
+                "pending": pending,
             }),
             None => json!({ "error": self.error, "message": self.message }),
         };

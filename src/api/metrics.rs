@@ -221,6 +221,40 @@ async fn registry(state: &AppState) -> Registry {
         ae.tombstones_reaped(),
     );
 
+    counter(
+        &mut r,
+        "corrupt_records",
+        "Stored records that failed their checksum or did not decode, dropped for repair",
+        c.replica().corrupt_records(),
+    );
+    counter(
+        &mut r,
+        "skewed_timestamps",
+        "LWW timestamps seen further ahead than max_clock_offset_ms, not adopted",
+        c.replica().skewed_stamps(),
+    );
+    let verdict = c.skew().verdict();
+    r.register(
+        "clock_offset_ms",
+        "This node's clock minus its peers' (median), in milliseconds",
+        ConstGauge::new(verdict.offset_ms),
+    );
+    gauge(
+        &mut r,
+        "clock_out_of_bounds",
+        "1 if this node's clock is off from most peers' by more than max_clock_offset_ms",
+        u64::from(verdict.out_of_bounds),
+    );
+    let peer_offsets: Family<PeerLabels, Gauge> = Family::default();
+    for (peer, offset) in c.skew().peers() {
+        peer_offsets.get_or_create(&PeerLabels { peer }).set(offset);
+    }
+    r.register(
+        "peer_clock_offset_ms",
+        "Each peer's clock minus this node's, from heartbeats, in milliseconds",
+        peer_offsets,
+    );
+
     let stats = c.replica().storage().stats();
     gauge(
         &mut r,

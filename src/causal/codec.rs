@@ -4,7 +4,8 @@
 //! - DVVSet: `'D' | version 1 | entry count | entries`, an entry being `actor | counter |
 //!   value count | siblings`, actors strictly increasing, value count at most counter.
 //! - LWW register: `'L' | version 1 | physical ms | logical | node | sibling`.
-//! - Sibling: `flags (bit 0 tombstone) | modified ms | content type | data`.
+//! - Sibling: `flags (bit 0 tombstone, bit 1 write id present) | [write id] | modified ms |
+//!   content type | data`.
 //!
 //! Decoding checks every length against the bytes actually present before using it, so no
 //! input can make it panic or allocate more than the input's own size.
@@ -19,6 +20,8 @@ const TAG_DVVSET: u8 = b'D';
 const TAG_LWW: u8 = b'L';
 const VERSION: u8 = 1;
 const FLAG_TOMBSTONE: u8 = 1;
+/// A varint write id follows the flags (v2; absent in v1 data, which reads as id 0).
+const FLAG_WRITE_ID: u8 = 2;
 /// Longest actor id and content type accepted.
 pub const MAX_NAME_LEN: usize = 255;
 
@@ -117,7 +120,14 @@ pub(super) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn put_sibling(out: &mut Vec<u8>, s: &Sibling) {
-    out.push(if s.tombstone { FLAG_TOMBSTONE } else { 0 });
+    let mut flags = if s.tombstone { FLAG_TOMBSTONE } else { 0 };
+    if s.write_id != 0 {
+        flags |= FLAG_WRITE_ID;
+    }
+    out.push(flags);
+    if s.write_id != 0 {
+        put_varint(out, s.write_id);
+    }
     put_varint(out, s.modified_ms);
     put_bytes(out, s.content_type.as_bytes());
     put_bytes(out, &s.data);
@@ -179,9 +189,14 @@ impl<'a> Reader<'a> {
 
     fn sibling(&mut self) -> Result<Sibling, DecodeError> {
         let flags = self.u8()?;
-        if flags & !FLAG_TOMBSTONE != 0 {
+        if flags & !(FLAG_TOMBSTONE | FLAG_WRITE_ID) != 0 {
             return Err(DecodeError::Malformed("unknown sibling flags"));
         }
+        let write_id = if flags & FLAG_WRITE_ID != 0 {
+            self.varint()?
+        } else {
+            0
+        };
         let modified_ms = self.varint()?;
         let content_type = self.name()?.to_owned();
         let data = self.bytes()?.to_vec();
@@ -190,6 +205,7 @@ impl<'a> Reader<'a> {
             content_type,
             modified_ms,
             tombstone: flags & FLAG_TOMBSTONE != 0,
+            write_id,
         })
     }
 }

@@ -9,6 +9,17 @@
 //! node has seen, the clock stays at the highest physical time known and counts up the logical
 //! part. So a node's later write always beats its earlier ones, whatever its wall clock does.
 //! Ties between nodes are broken by node id, so every replica picks the same winner.
+//!
+//! # Clock skew
+//! A clock that only moves forward can be dragged: one node an hour fast stamps its writes an
+//! hour ahead, and every node that adopted those stamps would stay an hour ahead for every key,
+//! long after the bad clock was fixed. So the clock adopts a seen timestamp only when it is at
+//! most `max_offset_ms` ahead of the local wall clock (CockroachDB's `--max-offset`). A write
+//! that replaces a stored state still gets a stamp above that state's ([`Hlc::after`]), so a
+//! write that saw an earlier one always wins over it, but the excess stays with that key.
+//! What is left to lose: a write that did not see a concurrent, skewed one (a node that is
+//! fast by less than the bound, or before it is found out) loses to it. Nodes that find their
+//! own clock out of bounds stop coordinating `lww` writes (see `cluster::skew`).
 
 use parking_lot::Mutex;
 
@@ -39,14 +50,19 @@ impl WallClock for SystemClock {
 }
 
 /// One node's hybrid logical clock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hlc {
     last: Mutex<Timestamp>,
+    /// How far ahead of the wall clock a seen timestamp may be and still be adopted.
+    max_offset_ms: u64,
 }
 
 impl Hlc {
-    pub fn new() -> Self {
-        Hlc::default()
+    pub fn new(max_offset_ms: u64) -> Self {
+        Hlc {
+            last: Mutex::new(Timestamp::default()),
+            max_offset_ms,
+        }
     }
 
     /// A timestamp greater than every one this clock issued or observed.
@@ -65,10 +81,28 @@ impl Hlc {
     }
 
     /// Takes in a timestamp seen elsewhere (a stored or replicated write), so the next `now`
-    /// is greater than it.
-    pub fn observe(&self, seen: Timestamp) {
+    /// is greater than it, unless it is further ahead of `wall` than the bound allows; returns
+    /// whether it was adopted.
+    pub fn observe(&self, seen: Timestamp, wall: &dyn WallClock) -> bool {
+        if seen.physical_ms > wall.now_ms().saturating_add(self.max_offset_ms) {
+            return false;
+        }
         let mut last = self.last.lock();
         *last = (*last).max(seen);
+        true
+    }
+
+    /// A timestamp for a write that replaces one stamped `current`: above it, and above
+    /// everything this clock issued. `current` is adopted only within the bound; beyond it
+    /// this one write is stamped just above `current`, and the clock is left where it was.
+    pub fn after(&self, current: Timestamp, wall: &dyn WallClock) -> Timestamp {
+        let adopted = self.observe(current, wall);
+        let now = self.now(wall);
+        if adopted || now > current {
+            now
+        } else {
+            tick(current)
+        }
     }
 }
 
@@ -122,7 +156,7 @@ mod tests {
     #[test]
     fn a_wall_clock_jump_backwards_does_not_reorder_a_nodes_writes() {
         let clock = FakeClock(AtomicU64::new(10_000));
-        let hlc = Hlc::new();
+        let hlc = Hlc::new(500);
         let node = Actor::new("n1");
         let first = LwwRegister {
             timestamp: hlc.now(&clock),
@@ -143,13 +177,47 @@ mod tests {
     #[test]
     fn observed_timestamps_push_the_clock_forward() {
         let clock = FakeClock(AtomicU64::new(100));
-        let hlc = Hlc::new();
+        let hlc = Hlc::new(1_000);
         let remote = Timestamp {
             physical_ms: 900,
             logical: 7,
         };
-        hlc.observe(remote);
+        assert!(hlc.observe(remote, &clock));
         assert!(hlc.now(&clock) > remote);
+    }
+
+    #[test]
+    fn a_timestamp_beyond_the_bound_is_not_adopted_but_is_still_beaten_by_its_successor() {
+        let clock = FakeClock(AtomicU64::new(10_000));
+        let hlc = Hlc::new(500);
+        let skewed = Timestamp {
+            physical_ms: 10_000 + 3_600_000,
+            logical: 0,
+        };
+        assert!(!hlc.observe(skewed, &clock));
+        let replacing = hlc.after(skewed, &clock);
+        assert!(
+            replacing > skewed,
+            "a write that saw the skewed one beats it"
+        );
+        // The clock itself stayed with the wall clock: other keys are not dragged ahead.
+        let other = hlc.now(&clock);
+        assert!(
+            other.physical_ms < 10_000 + 500,
+            "clock dragged to {other:?}"
+        );
+        // Within the bound it is adopted as before.
+        let near = Timestamp {
+            physical_ms: 10_400,
+            logical: 3,
+        };
+        assert_eq!(
+            hlc.after(near, &clock),
+            Timestamp {
+                physical_ms: 10_400,
+                logical: 4
+            }
+        );
     }
 
     fn write() -> impl Strategy<Value = LwwRegister<u32>> {

@@ -38,6 +38,14 @@ impl KeyState {
         }
     }
 
+    /// Whether client request `write_id` is among the current values (applied here already).
+    pub fn holds_write(&self, write_id: u64) -> bool {
+        match self {
+            KeyState::Siblings(set) => set.holds_write(write_id),
+            KeyState::Lww(reg) => write_id != 0 && reg.value.write_id == write_id,
+        }
+    }
+
     /// The context that covers every value of this state (empty for LWW, which needs none).
     pub fn context(&self) -> VersionVector {
         match self {

@@ -11,6 +11,10 @@ pub struct Sibling {
     /// Wall-clock time of the write at the replica that applied it.
     pub modified_ms: u64,
     pub tombstone: bool,
+    /// The client request that wrote it (0: unknown, as in data written before v2). A write
+    /// hedged to a second coordinator, or retried, can be applied twice under two dots; the
+    /// id lets both be shown, counted and merged as the one write they are.
+    pub write_id: u64,
 }
 
 impl Sibling {
@@ -20,6 +24,7 @@ impl Sibling {
             content_type: content_type.into(),
             modified_ms,
             tombstone: false,
+            write_id: 0,
         }
     }
 
@@ -30,7 +35,18 @@ impl Sibling {
             content_type: String::new(),
             modified_ms,
             tombstone: true,
+            write_id: 0,
         }
+    }
+
+    /// The same sibling, marked as written by client request `write_id`.
+    pub fn with_write_id(self, write_id: u64) -> Self {
+        Sibling { write_id, ..self }
+    }
+
+    /// Whether two siblings are the same client write applied under two dots.
+    pub fn same_write(&self, other: &Sibling) -> bool {
+        self.write_id != 0 && self.write_id == other.write_id
     }
 }
 
@@ -53,9 +69,28 @@ impl Default for SiblingLimits {
 }
 
 impl DvvSet<Sibling> {
-    /// The values a client sees: tombstones hidden.
+    /// The values a client sees: tombstones hidden, and a write applied under two dots (a
+    /// hedged or retried request) shown once.
     pub fn live_values(&self) -> impl Iterator<Item = &Sibling> {
-        self.values().filter(|s| !s.tombstone)
+        let all: Vec<&Sibling> = self.values().collect();
+        all.clone()
+            .into_iter()
+            .enumerate()
+            .filter(move |(i, s)| !s.tombstone && !all[..*i].iter().any(|e| e.same_write(s)))
+            .map(|(_, s)| s)
+    }
+
+    /// Whether a value of the state was written by client request `write_id`.
+    pub fn holds_write(&self, write_id: u64) -> bool {
+        write_id != 0 && self.values().any(|s| s.write_id == write_id)
+    }
+
+    /// How many values repeat an earlier value's write (hedged writes applied twice).
+    fn duplicate_writes(&self) -> usize {
+        let all: Vec<&Sibling> = self.values().collect();
+        (0..all.len())
+            .filter(|&i| all[..i].iter().any(|e| e.same_write(all[i])))
+            .count()
     }
 
     /// Whether a read finds nothing: no values, or only tombstones (whose context is still
@@ -74,7 +109,7 @@ impl DvvSet<Sibling> {
         limits: SiblingLimits,
     ) -> Result<DvvSet<Sibling>, CausalError> {
         let next = self.update(context, value, actor);
-        let count = next.size();
+        let count = next.values().count() - next.duplicate_writes();
         if count > limits.max {
             return Err(CausalError::TooManySiblings {
                 count,

@@ -8,6 +8,11 @@
 //! once φ passes [`PHI_THRESHOLD`]: with heartbeats every 100 ms that is about 1.8 s of silence,
 //! longer for a peer whose heartbeats have been irregular. The coordinator reads this view to
 //! skip dead replicas instead of waiting for their timeouts.
+//!
+//! Heartbeats also carry each side's wall-clock time, from which [`skew`] judges how far this
+//! node's clock is from its peers'.
+
+pub mod skew;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use parking_lot::Mutex;
 use crate::causal::WallClock;
 use crate::net::Net;
 use crate::rpc::{self, Request, Response};
+use skew::Skew;
 
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// Suspicion above which a peer counts as down (Cassandra's default `phi_convict_threshold`).
@@ -85,6 +91,11 @@ impl Liveness {
             })
             .collect();
         Liveness { peers, clock }
+    }
+
+    /// This node's wall-clock time, as heartbeats carry it.
+    pub fn wall_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// Records a heartbeat from `peer`.
@@ -155,26 +166,47 @@ impl Liveness {
     }
 }
 
-/// Pings every peer every [`HEARTBEAT_INTERVAL`] until dropped, feeding `liveness`.
-pub async fn heartbeat(net: Arc<Net>, liveness: Arc<Liveness>) {
-    let ping = Bytes::from(rpc::encode(&Request::Ping));
+/// Pings every peer every [`HEARTBEAT_INTERVAL`] until dropped, feeding `liveness` and
+/// `skew`.
+pub async fn heartbeat(net: Arc<Net>, liveness: Arc<Liveness>, skew: Arc<Skew>) {
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut out_of_bounds = false;
     loop {
         tick.tick().await;
         for peer in liveness.peers.keys() {
-            let (net, liveness, ping, peer) =
-                (net.clone(), liveness.clone(), ping.clone(), peer.clone());
+            let (net, liveness, skew, peer) =
+                (net.clone(), liveness.clone(), skew.clone(), peer.clone());
             tokio::spawn(async move {
+                let sent_ms = liveness.clock.now_ms();
+                let ping = Bytes::from(rpc::encode(&Request::Ping { wall_ms: sent_ms }));
                 let answer = net.call(&peer, ping, HEARTBEAT_INTERVAL * 10).await;
-                if let Ok(raw) = answer {
-                    if matches!(rpc::decode(&raw), Some(Response::Pong)) {
-                        liveness.heard(&peer, Instant::now());
+                let Ok(raw) = answer else { return };
+                if let Some(Response::Pong { wall_ms }) = rpc::decode(&raw) {
+                    liveness.heard(&peer, Instant::now());
+                    let before = skew.peers().get(&peer).copied();
+                    let offset = skew.measured(&peer, sent_ms, liveness.clock.now_ms(), wall_ms);
+                    if skew.too_far(offset) && !before.is_some_and(|b| skew.too_far(b)) {
+                        tracing::warn!(%peer, offset_ms = offset, max_offset_ms = skew.max_offset_ms(),
+                            "peer's clock is off from ours by more than the bound");
                     }
                 }
             });
         }
         liveness.log_transitions();
+        let verdict = skew.verdict();
+        if verdict.out_of_bounds != out_of_bounds {
+            out_of_bounds = verdict.out_of_bounds;
+            if out_of_bounds {
+                tracing::error!(offset_ms = verdict.offset_ms, max_offset_ms = skew.max_offset_ms(),
+                    "this node's clock is off from most peers' by more than the bound; it refuses to coordinate lww writes until it is back");
+            } else {
+                tracing::info!(
+                    offset_ms = verdict.offset_ms,
+                    "this node's clock is back within bounds"
+                );
+            }
+        }
     }
 }
 

@@ -52,6 +52,13 @@ impl Tally {
         self.progress()
     }
 
+    /// A slot a fallback filled is now also held by its primary (a late answer): it counts
+    /// toward `pw` from now on.
+    pub fn promote(&mut self) -> Progress {
+        self.acked_primary += 1;
+        self.progress()
+    }
+
     pub fn fail(&mut self) -> Progress {
         self.outstanding = self.outstanding.saturating_sub(1);
         self.progress()

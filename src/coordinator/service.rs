@@ -43,7 +43,9 @@ impl Handler for Service {
                         .map(|s| s.map(|s| rpc::Blob(s.encode())))
                         .map_err(Failure::from),
                 ),
-                Some(Request::Ping) => Response::Pong,
+                Some(Request::Ping { .. }) => Response::Pong {
+                    wall_ms: coordinator.liveness().wall_ms(),
+                },
                 Some(Request::Reap { bucket, key, state }) => {
                     Response::Synced(reap(&coordinator, &bucket, &key, &state).await)
                 }

@@ -9,9 +9,20 @@
 //! and it would be silently dropped (Riak's `kv679_dataloss`). A clean shutdown writes a marker
 //! after the final fsync; only a start that finds it keeps the epoch, so clocks do not grow on
 //! every orderly restart.
+//!
+//! # A record that fails its checksum
+//! It is a missing record, never served: the replica logs and counts it, deletes the key from
+//! its own storage (so read repair and anti-entropy bring it back from the other replicas),
+//! and draws a new epoch, since the lost state may have held this actor's latest dots and a
+//! dot minted again from an older state would be silently dropped elsewhere (kv679 again).
+//! A write that runs into it is refused once with [`ReplicaError::Corrupt`], so the
+//! coordinator has it coordinated by a replica that can read the key; reads see "missing".
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use crate::causal::{
     Actor, DvvSet, Hlc, KeyState, LwwRegister, Sibling, SiblingLimits, VersionVector, WallClock,
@@ -51,14 +62,42 @@ impl From<ReplicaError> for Failure {
         match e {
             ReplicaError::TooManySiblings { count, max } => Failure::TooManySiblings { count, max },
             ReplicaError::TooLarge { bytes, max } => Failure::TooLarge { bytes, max },
+            ReplicaError::Storage(StorageError::Io(io))
+                if io.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                Failure::NoSpace(io.to_string())
+            }
+            e @ (ReplicaError::Corrupt { .. }
+            | ReplicaError::Storage(StorageError::Corrupt { .. })) => {
+                Failure::Corrupt(e.to_string())
+            }
             other => Failure::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Bounds a replica enforces on what it stores and adopts.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub siblings: SiblingLimits,
+    /// A timestamp further ahead of the wall clock than this is not adopted (see `causal::lww`).
+    pub max_clock_offset_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            siblings: SiblingLimits::default(),
+            max_clock_offset_ms: crate::config::DEFAULT_MAX_CLOCK_OFFSET_MS,
         }
     }
 }
 
 pub struct Replica {
     storage: Storage,
-    actor: Actor,
+    /// Changes when the node may have lost its own dots: see the module doc.
+    actor: RwLock<Actor>,
+    node_id: String,
     dir: PathBuf,
     locks: Stripes,
     hints: Hints,
@@ -70,6 +109,10 @@ pub struct Replica {
     /// Maps keys to partitions for the trees.
     ring: Ring,
     trees: Trees,
+    /// Records found damaged since start.
+    corrupt_records: AtomicU64,
+    /// Stamps too far ahead of the wall clock that were not adopted, since start.
+    skewed_stamps: AtomicU64,
 }
 
 impl Replica {
@@ -83,7 +126,7 @@ impl Replica {
         ring: Ring,
         clock: Arc<dyn WallClock>,
         random: &dyn Fn() -> u64,
-        limits: SiblingLimits,
+        limits: Limits,
     ) -> Result<Replica, ReplicaError> {
         std::fs::create_dir_all(dir).map_err(ReplicaError::Identity)?;
         let max_state_bytes = options.max_value_bytes;
@@ -107,17 +150,30 @@ impl Replica {
         tracing::info!(%actor, "replica open");
         Ok(Replica {
             storage,
-            actor,
+            actor: RwLock::new(actor),
+            node_id: node_id.to_owned(),
             dir: dir.to_path_buf(),
             locks: Stripes::new(),
             hints,
-            hlc: Hlc::new(),
+            hlc: Hlc::new(limits.max_clock_offset_ms),
             clock,
-            limits,
+            limits: limits.siblings,
             max_state_bytes,
             ring,
             trees,
+            corrupt_records: AtomicU64::new(0),
+            skewed_stamps: AtomicU64::new(0),
         })
+    }
+
+    /// How many damaged records this replica has found (and dropped) since start.
+    pub fn corrupt_records(&self) -> u64 {
+        self.corrupt_records.load(Ordering::Relaxed)
+    }
+
+    /// How many timestamps beyond the clock-offset bound were seen (and not adopted).
+    pub fn skewed_stamps(&self) -> u64 {
+        self.skewed_stamps.load(Ordering::Relaxed)
     }
 
     /// The hash trees over this node's keys, per partition.
@@ -125,8 +181,8 @@ impl Replica {
         &self.trees
     }
 
-    pub fn actor(&self) -> &Actor {
-        &self.actor
+    pub fn actor(&self) -> Actor {
+        self.actor.read().clone()
     }
 
     pub fn storage(&self) -> &Storage {
@@ -145,18 +201,57 @@ impl Replica {
         write_synced(&self.dir.join(CLEAN_FILE), b"").map_err(ReplicaError::Identity)
     }
 
-    /// This replica's state of a key.
+    /// This replica's state of a key; a damaged record reads as missing (and is dropped).
     pub fn read(&self, bucket: &str, key: &str) -> Result<Option<KeyState>, ReplicaError> {
-        let stored = self.storage.get(&storage_key(bucket, key))?;
-        stored
-            .map(|bytes| {
-                KeyState::decode(&bytes).map_err(|e| ReplicaError::Corrupt {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                    reason: e.to_string(),
-                })
-            })
-            .transpose()
+        match self.read_checked(bucket, key) {
+            Err(ReplicaError::Corrupt { .. }) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// This replica's state of a key, or `Corrupt` the first time a damaged record is met
+    /// (it is dropped then: the next read finds the key missing).
+    fn read_checked(&self, bucket: &str, key: &str) -> Result<Option<KeyState>, ReplicaError> {
+        let skey = storage_key(bucket, key);
+        let reason = match self.storage.get(&skey) {
+            Ok(None) => return Ok(None),
+            Ok(Some(bytes)) => match KeyState::decode(&bytes) {
+                Ok(state) => return Ok(Some(state)),
+                Err(e) => format!("stored state does not decode: {e}"),
+            },
+            Err(StorageError::Corrupt { segment, offset }) => {
+                format!("record in segment {segment} at offset {offset} fails its checksum")
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.drop_damaged(bucket, key, &skey, &reason)?;
+        Err(ReplicaError::Corrupt {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            reason,
+        })
+    }
+
+    /// Forgets a key whose record is damaged and renews the actor (see the module doc).
+    fn drop_damaged(
+        &self,
+        bucket: &str,
+        key: &str,
+        skey: &[u8],
+        reason: &str,
+    ) -> Result<(), ReplicaError> {
+        self.corrupt_records.fetch_add(1, Ordering::Relaxed);
+        self.storage.delete(skey)?;
+        let partition = self.ring.partition(bucket.as_bytes(), key.as_bytes());
+        self.trees.update(partition, skey, None);
+        let epoch = format!("{:08x}", fastrand::u32(..));
+        write_synced(&self.dir.join(EPOCH_FILE), epoch.as_bytes())
+            .map_err(ReplicaError::Identity)?;
+        let actor = Actor::new(format!("{}.{epoch}", self.node_id));
+        tracing::error!(%bucket, %key, %reason, new_actor = %actor,
+            "damaged record dropped; the key will be repaired from the other replicas");
+        *self.actor.write() = actor;
+        Ok(())
     }
 
     /// Applies a client write as a new event of this replica and appends the result; the
@@ -168,29 +263,37 @@ impl Replica {
         conflict: Conflict,
         context: &VersionVector,
         op: WriteOp,
+        write_id: u64,
     ) -> Result<(KeyState, Pending), ReplicaError> {
         let skey = storage_key(bucket, key);
         let _guard = self.lock(&skey).await;
-        let current = self.read(bucket, key)?;
+        let current = self.read_checked(bucket, key)?;
+        if let Some(state) = current.as_ref().filter(|s| s.holds_write(write_id)) {
+            // This request was applied here already (a retry, or a hedge that reached us
+            // after the other coordinator's replication): do not apply it twice.
+            return Ok((state.clone(), self.storage.pending_all()));
+        }
         let now = self.clock.now_ms();
         let sibling = match op {
             WriteOp::Put { data, content_type } => Sibling::value(data, content_type, now),
             WriteOp::Delete => Sibling::tombstone(now),
-        };
+        }
+        .with_write_id(write_id);
+        let actor = self.actor();
         let next = match (conflict, current) {
-            (Conflict::Siblings, None) => self.update(&DvvSet::new(), context, sibling)?,
+            (Conflict::Siblings, None) => self.update(&DvvSet::new(), context, sibling, &actor)?,
             (Conflict::Siblings, Some(KeyState::Siblings(set))) => {
-                self.update(&set, context, sibling)?
+                self.update(&set, context, sibling, &actor)?
             }
             (Conflict::Lww, current) => {
-                if let Some(KeyState::Lww(reg)) = &current {
-                    self.hlc.observe(reg.timestamp);
-                } else if current.is_some() {
-                    return Err(ReplicaError::ModeMismatch);
-                }
+                let timestamp = match &current {
+                    Some(KeyState::Lww(reg)) => self.stamp_after(reg),
+                    Some(_) => return Err(ReplicaError::ModeMismatch),
+                    None => self.hlc.now(&*self.clock),
+                };
                 KeyState::Lww(LwwRegister {
-                    timestamp: self.hlc.now(&*self.clock),
-                    node: self.actor.clone(),
+                    timestamp,
+                    node: actor,
                     value: sibling,
                 })
             }
@@ -230,7 +333,7 @@ impl Replica {
         let (state, pending) = {
             let _guard = self.lock(&skey).await;
             if let KeyState::Lww(reg) = remote {
-                self.hlc.observe(reg.timestamp);
+                self.observe(reg);
             }
             let current = self.read(bucket, key)?;
             let merged = match &current {
@@ -253,13 +356,39 @@ impl Replica {
         Ok(state)
     }
 
+    /// A stamp for a write replacing `reg`: above it, without dragging the clock past the
+    /// offset bound.
+    fn stamp_after(&self, reg: &LwwRegister<Sibling>) -> crate::causal::Timestamp {
+        self.observe(reg);
+        self.hlc.after(reg.timestamp, &*self.clock)
+    }
+
+    /// Takes a seen stamp into the clock if it is within the bound; counts and logs it if not.
+    fn observe(&self, reg: &LwwRegister<Sibling>) {
+        if !self.hlc.observe(reg.timestamp, &*self.clock) {
+            let ahead_ms = reg
+                .timestamp
+                .physical_ms
+                .saturating_sub(self.clock.now_ms());
+            if self
+                .skewed_stamps
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(1000)
+            {
+                tracing::warn!(written_by = %reg.node, ahead_ms,
+                    "a write stamped beyond the clock-offset bound; not adopted into this node's clock");
+            }
+        }
+    }
+
     fn update(
         &self,
         set: &DvvSet<Sibling>,
         context: &VersionVector,
         sibling: Sibling,
+        actor: &Actor,
     ) -> Result<KeyState, ReplicaError> {
-        set.update_limited(context, sibling, &self.actor, self.limits)
+        set.update_limited(context, sibling, actor, self.limits)
             .map(KeyState::Siblings)
             .map_err(
                 |crate::causal::CausalError::TooManySiblings { count, max }| {

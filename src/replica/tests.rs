@@ -20,7 +20,7 @@ fn open(dir: &Path, node: &str) -> Replica {
         crate::ring::Ring::new(vec![node.to_owned()], 8),
         Arc::new(SystemClock),
         &|| fastrand::u64(..),
-        SiblingLimits::default(),
+        Limits::default(),
     )
     .expect("open replica")
 }
@@ -56,18 +56,18 @@ fn values(state: &KeyState) -> Vec<String> {
 async fn a_clean_restart_keeps_the_actor_and_a_crash_or_wipe_changes_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let first = open(tmp.path(), "n1");
-    let actor = first.actor().clone();
+    let actor = first.actor();
     first.close().expect("close");
     drop(first);
     let second = open(tmp.path(), "n1");
-    assert_eq!(second.actor(), &actor, "clean restart keeps the epoch");
+    assert_eq!(second.actor(), actor, "clean restart keeps the epoch");
     drop(second); // no close: as after a crash
     let third = open(tmp.path(), "n1");
-    assert_ne!(third.actor(), &actor, "unclean restart draws a new epoch");
+    assert_ne!(third.actor(), actor, "unclean restart draws a new epoch");
     drop(third);
     std::fs::remove_dir_all(tmp.path()).expect("wipe");
     let fourth = open(tmp.path(), "n1");
-    assert_ne!(fourth.actor(), &actor);
+    assert_ne!(fourth.actor(), actor);
 }
 
 /// Riak's kv679_dataloss: a node that lost its data must not reissue dots it handed out.
@@ -76,7 +76,14 @@ async fn a_wiped_node_never_reuses_a_dot() {
     let (a_dir, _b_dir, a, b) = two_replicas();
     let ctx = VersionVector::new();
     let first = a
-        .coordinate("b", "k", Conflict::Siblings, &ctx, put("v1"))
+        .coordinate(
+            "b",
+            "k",
+            Conflict::Siblings,
+            &ctx,
+            put("v1"),
+            fastrand::u64(1..),
+        )
         .await
         .expect("write v1")
         .0;
@@ -85,7 +92,14 @@ async fn a_wiped_node_never_reuses_a_dot() {
     std::fs::remove_dir_all(a_dir.path()).expect("wipe a");
     let a = open(a_dir.path(), "a");
     let second = a
-        .coordinate("b", "k", Conflict::Siblings, &ctx, put("v2"))
+        .coordinate(
+            "b",
+            "k",
+            Conflict::Siblings,
+            &ctx,
+            put("v2"),
+            fastrand::u64(1..),
+        )
         .await
         .expect("write v2")
         .0;
@@ -102,13 +116,27 @@ async fn lww_keys_keep_the_latest_write_and_sync_converges() {
     let (_a_dir, _b_dir, a, b) = two_replicas();
     let ctx = VersionVector::new();
     let old = a
-        .coordinate("s", "k", Conflict::Lww, &ctx, put("old"))
+        .coordinate(
+            "s",
+            "k",
+            Conflict::Lww,
+            &ctx,
+            put("old"),
+            fastrand::u64(1..),
+        )
         .await
         .expect("old")
         .0;
     b.sync("s", "k", &old).await.expect("sync");
     let newer = b
-        .coordinate("s", "k", Conflict::Lww, &ctx, put("new"))
+        .coordinate(
+            "s",
+            "k",
+            Conflict::Lww,
+            &ctx,
+            put("new"),
+            fastrand::u64(1..),
+        )
         .await
         .expect("new")
         .0;

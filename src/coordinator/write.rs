@@ -1,0 +1,160 @@
+//! Coordinating a write as a replica of its key: apply it locally, then run a [`Round`] over
+//! the key's primaries with the fallbacks as stand-ins. A primary is sent the new state to
+//! merge (`Sync`); a stand-in keeps it as a hint for the primary it stands in for (`Hint`).
+//! This node's own slot is its local fsync, which runs alongside the others' writes.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt};
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use super::quorum::By;
+use super::round::{Attempt, Outcome, Round};
+use super::Coordinator;
+use crate::config::Conflict;
+use crate::rpc::{self, Failure, PutOutcome, PutRequest, Request, Response};
+
+/// One attempt's answer: its id, whether it stored the state, and how long a remote one took.
+type Answer = (usize, bool, Option<Duration>);
+
+impl Coordinator {
+    /// Coordinates a write as a replica of its key: apply locally, replicate, count.
+    pub async fn coordinate_put(&self, request: PutRequest) -> Result<PutOutcome, Failure> {
+        let props = self.config.bucket(&request.bucket);
+        if props.conflict == Conflict::Lww {
+            let verdict = self.skew.verdict();
+            if verdict.out_of_bounds {
+                return Err(Failure::ClockSkew {
+                    offset_ms: verdict.offset_ms,
+                });
+            }
+        }
+        let (primaries, fallbacks) = self.placement(&request.bucket, &request.key);
+        let deadline = Instant::now() + Duration::from_millis(request.timeout_ms);
+        let (state, local) = self
+            .replica
+            .coordinate(
+                &request.bucket,
+                &request.key,
+                props.conflict,
+                &request.context(),
+                request.op.clone(),
+                request.write_id,
+            )
+            .await?;
+        let encoded = state.encode();
+        let mut round = Round::new(
+            primaries,
+            fallbacks,
+            request.w.max(request.pw),
+            request.pw,
+            self.replica_latency.suspect_after(),
+        );
+        let down = |node: &str| self.is_down(node);
+        let mut local = Some(local);
+        let mut inflight: FuturesUnordered<BoxFuture<'static, Answer>> = FuturesUnordered::new();
+        let mut send = |attempts: Vec<Attempt>, inflight: &mut FuturesUnordered<_>| {
+            for a in attempts {
+                if a.node == self.me {
+                    // Our own slot: the append is done, its fsync is what we wait for.
+                    let Some(pending) = local.take() else {
+                        continue;
+                    };
+                    inflight
+                        .push(async move { (a.id, pending.durable().await.is_ok(), None) }.boxed());
+                } else {
+                    inflight.push(self.store_on(&request, &encoded, a, deadline));
+                }
+            }
+        };
+        send(round.start(Instant::now(), &down), &mut inflight);
+        let outcome = loop {
+            if let Some(outcome) = round.outcome() {
+                break outcome;
+            }
+            let wake = round.next_tick().map_or(deadline, |t| t.min(deadline));
+            tokio::select! {
+                Some((id, ok, took)) = inflight.next() => {
+                    if let Some(took) = took {
+                        self.replica_latency.record(took);
+                    }
+                    send(round.answer(id, ok, Instant::now(), &down), &mut inflight);
+                }
+                () = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break round.expire();
+                    }
+                    send(round.tick(now, &down), &mut inflight);
+                }
+            }
+        };
+        if !inflight.is_empty() {
+            // Replication to the rest completes after we have answered.
+            tokio::spawn(async move { while inflight.next().await.is_some() {} });
+        }
+        match outcome {
+            Outcome::Met { acked } => Ok(PutOutcome {
+                state: encoded,
+                acked,
+            }),
+            Outcome::Failed {
+                needed,
+                acked,
+                pending,
+            } => Err(Failure::Insufficient {
+                needed,
+                acked,
+                pending,
+            }),
+        }
+    }
+
+    /// Sends the state to a primary to merge, or to a stand-in to hold as a hint.
+    fn store_on(
+        &self,
+        request: &PutRequest,
+        state: &[u8],
+        attempt: Attempt,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Answer> {
+        let message = match attempt.by {
+            By::Primary => Request::Sync {
+                bucket: request.bucket.clone(),
+                key: request.key.clone(),
+                state: state.to_vec(),
+            },
+            By::Fallback => Request::Hint {
+                owner: attempt.owner.clone(),
+                bucket: request.bucket.clone(),
+                key: request.key.clone(),
+                state: state.to_vec(),
+            },
+        };
+        let body = Bytes::from(rpc::encode(&message));
+        let net = self.net.clone();
+        async move {
+            let started = Instant::now();
+            let timeout = deadline.saturating_duration_since(started);
+            let stored = match net.call(&attempt.node, body, timeout).await {
+                Ok(raw) => match rpc::decode(&raw) {
+                    Some(Response::Synced(Ok(()))) => true,
+                    other => {
+                        tracing::debug!(peer = %attempt.node, answer = ?other, "replica did not store the write");
+                        false
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(peer = %attempt.node, error = %e, "replication failed");
+                    false
+                }
+            };
+            if stored && attempt.by == By::Fallback {
+                tracing::debug!(primary = %attempt.owner, fallback = %attempt.node, "write stored as a hint");
+            }
+            (attempt.id, stored, stored.then(|| started.elapsed()))
+        }
+        .boxed()
+    }
+}
