@@ -5,8 +5,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use quorumkv::causal::WallClock;
 use quorumkv::config::{Config, Member};
-use quorumkv::node::{Listeners, Node};
+use quorumkv::node::{Listeners, Node, Seams};
 use reqwest::{Method, StatusCode};
 
 pub struct TestCluster {
@@ -22,6 +25,8 @@ pub struct Answer {
     pub status: StatusCode,
     pub context: Option<String>,
     pub content_type: Option<String>,
+    /// `X-Timestamp`, on answers from `lww` buckets.
+    pub timestamp: Option<u64>,
     pub body: Vec<u8>,
 }
 
@@ -61,6 +66,15 @@ impl TestCluster {
 
     /// Starts `n` nodes, letting `tweak` adjust every node's config first.
     pub async fn start_with(n: usize, tweak: impl Fn(&mut Config)) -> TestCluster {
+        TestCluster::start_with_clocks(n, tweak, |_| None).await
+    }
+
+    /// [`TestCluster::start_with`], with node `i`'s wall clock replaced where `clock(i)` says.
+    pub async fn start_with_clocks(
+        n: usize,
+        tweak: impl Fn(&mut Config),
+        clock: impl Fn(usize) -> Option<Arc<dyn WallClock>>,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut listeners = Vec::new();
         let mut members = Vec::new();
@@ -77,9 +91,15 @@ impl TestCluster {
         let mut configs = Config::local_cluster(members, dir.path());
         configs.iter_mut().for_each(&tweak);
         let mut nodes = Vec::new();
-        for (config, l) in configs.iter().zip(listeners) {
+        for (i, (config, l)) in configs.iter().zip(listeners).enumerate() {
+            let mut seams = Seams::system();
+            if let Some(clock) = clock(i) {
+                seams.clock = clock;
+            }
             nodes.push(Some(
-                Node::start(config.clone(), l).await.expect("start node"),
+                Node::start_with(config.clone(), l, seams)
+                    .await
+                    .expect("start node"),
             ));
         }
         TestCluster {
@@ -173,10 +193,12 @@ impl TestCluster {
                 .map(str::to_owned)
         };
         let (context, content_type) = (header("x-causal-context"), header("content-type"));
+        let timestamp = header("x-timestamp").and_then(|t| t.parse().ok());
         Answer {
             status: resp.status(),
             context,
             content_type,
+            timestamp,
             body: resp.bytes().await.expect("body").to_vec(),
         }
     }
@@ -205,6 +227,65 @@ impl TestCluster {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Node `i`'s `/admin/status`.
+    pub async fn status(&self, i: usize) -> serde_json::Value {
+        self.get(i, "/admin/status").await.json()
+    }
+
+    /// The key's primaries, as node indexes, in preference order.
+    pub async fn preflist(&self, bucket: &str, key: &str) -> Vec<usize> {
+        let list = self
+            .get(0, &format!("/admin/preflist/{bucket}/{key}"))
+            .await
+            .json();
+        let ids: Vec<String> = serde_json::from_value(list["nodes"].clone()).expect("nodes");
+        ids.iter().map(|id| self.index(id)).collect()
+    }
+
+    /// The index of the node with id `id`.
+    pub fn index(&self, id: &str) -> usize {
+        self.configs
+            .iter()
+            .position(|c| c.node_id == id)
+            .expect("a member")
+    }
+
+    /// Waits until every node sees every other node up.
+    pub async fn all_up(&self) {
+        let ok = self
+            .eventually(Duration::from_secs(10), || async {
+                for i in 0..self.size() {
+                    if self.nodes[i].is_none() {
+                        continue;
+                    }
+                    let status = self.status(i).await;
+                    let peers = status["peers"].as_array().cloned().unwrap_or_default();
+                    if peers.iter().any(|p| p["status"] != "up") {
+                        return false;
+                    }
+                }
+                true
+            })
+            .await;
+        assert!(ok, "peers did not all come up");
+    }
+
+    /// Makes node `i` hang as seen from every node (SIGSTOP-like: connections stay open,
+    /// nothing answers for `for_`), including its own calls out.
+    pub fn hang(&self, i: usize, for_: Duration) {
+        let me = &self.configs[i].node_id;
+        for (j, node) in self.nodes.iter().enumerate() {
+            let Some(node) = node else { continue };
+            if j == i {
+                for c in &self.configs {
+                    node.faults().delay(&c.node_id, for_);
+                }
+            } else {
+                node.faults().delay(me, for_);
+            }
         }
     }
 
