@@ -71,7 +71,7 @@ impl Seams {
         Seams {
             clock: Arc::new(SystemClock),
             random: Arc::new(|| fastrand::u64(..)),
-            dialer: Arc::new(TcpDialer),
+            dialer: Arc::new(TcpDialer::default()),
         }
     }
 }
@@ -92,7 +92,11 @@ pub struct Node {
 impl Node {
     /// Validates the config, opens the data directory and starts serving on `listeners`.
     pub async fn start(config: Config, listeners: Listeners) -> Result<Node, NodeError> {
-        Node::start_with(config, listeners, Seams::system()).await
+        let seams = Seams {
+            dialer: Arc::new(TcpDialer::from_ip(config.peer_addr.ip())),
+            ..Seams::system()
+        };
+        Node::start_with(config, listeners, seams).await
     }
 
     /// [`Node::start`] with the outside world replaced.

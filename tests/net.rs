@@ -46,7 +46,7 @@ fn client(addr: SocketAddr, hash: u64) -> Net {
         identity("client", hash),
         [("server".to_owned(), addr)],
         Arc::new(Faults::default()),
-        Arc::new(TcpDialer),
+        Arc::new(TcpDialer::default()),
     )
 }
 
@@ -150,7 +150,7 @@ async fn injected_faults_cut_and_delay_messages() {
         identity("client", 7),
         [("server".to_owned(), addr)],
         faults.clone(),
-        Arc::new(TcpDialer),
+        Arc::new(TcpDialer::default()),
     );
     faults.cut("server");
     let cut = net

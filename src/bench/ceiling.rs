@@ -224,7 +224,7 @@ async fn serve(args: &CeilingArgs) -> Result<(), String> {
                 identity(format!("c{i}")),
                 replicas.clone(),
                 Arc::new(Faults::default()),
-                Arc::new(TcpDialer),
+                Arc::new(TcpDialer::default()),
             )),
             value: value.clone(),
         };

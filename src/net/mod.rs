@@ -65,14 +65,38 @@ impl Listener for tokio::net::TcpListener {
     }
 }
 
-/// Plain TCP with `TCP_NODELAY`.
+/// Plain TCP with `TCP_NODELAY`, from a chosen source address if one is set.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct TcpDialer;
+pub struct TcpDialer {
+    source: Option<std::net::IpAddr>,
+}
+
+impl TcpDialer {
+    /// Dials from `ip` (the node's own peer address), so peers and firewalls see the
+    /// connection come from the address the node is known by; any address if unspecified.
+    pub fn from_ip(ip: std::net::IpAddr) -> TcpDialer {
+        TcpDialer {
+            source: (!ip.is_unspecified()).then_some(ip),
+        }
+    }
+}
 
 impl Dialer for TcpDialer {
     fn dial(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Stream>>> {
+        let source = self.source;
         Box::pin(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let stream = match source {
+                Some(ip) if ip.is_ipv4() == addr.is_ipv4() => {
+                    let socket = if ip.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    socket.bind(SocketAddr::new(ip, 0))?;
+                    socket.connect(addr).await?
+                }
+                _ => tokio::net::TcpStream::connect(addr).await?,
+            };
             stream.set_nodelay(true)?;
             Ok(Box::new(stream) as Box<dyn Stream>)
         })

@@ -1,0 +1,592 @@
+//! Jepsen-style checks on the real binary: four `quorumkv serve` processes, each on a loopback
+//! address of its own (127.0.S.1-4), with links cut by iptables (both directions, one node
+//! from the rest, one direction only), nodes hung with SIGSTOP and crashed with SIGKILL, while
+//! clients run two workloads:
+//!
+//! - a grow-only set in a `siblings` bucket (read, merge the siblings, add one element, write
+//!   back with the context): every acknowledged add must be in the final set;
+//! - an `lww` register: we count acknowledged writes that were overwritten by an older one
+//!   (one that was acknowledged before they started).
+//!
+//! After the faults are healed every replica must hold the same state within three
+//! anti-entropy intervals. The run is seeded (`QKV_SEED`, printed) and bounded
+//! (`QKV_FAULT_SECS`, default 8); `scripts/soak-partitions.sh` runs it long.
+//! Needs root and iptables (CI installs it); elsewhere the test says it skipped.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use reqwest::StatusCode;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
+const NODES: usize = 4;
+const AE_INTERVAL: Duration = Duration::from_millis(1500);
+const HTTP_PORT: u16 = 8100;
+const PEER_PORT: u16 = 9100;
+
+fn ip(subnet: u8, i: usize) -> String {
+    format!("127.0.{subnet}.{}", i + 1)
+}
+
+/// iptables rules in a chain of this test's own, removed on drop.
+struct Firewall {
+    chain: String,
+    subnet: u8,
+}
+
+impl Firewall {
+    fn new(subnet: u8) -> Option<Firewall> {
+        let chain = format!("qkv-test-{subnet}");
+        let fw = Firewall { chain, subnet };
+        fw.clear_jump();
+        let _ = ipt(&["-F", &fw.chain]);
+        let _ = ipt(&["-X", &fw.chain]);
+        if !ipt(&["-N", &fw.chain]) {
+            return None;
+        }
+        let net = format!("127.0.{subnet}.0/24");
+        ipt(&["-I", "INPUT", "-s", &net, "-d", &net, "-j", &fw.chain]).then_some(fw)
+    }
+
+    fn clear_jump(&self) {
+        let net = format!("127.0.{}.0/24", self.subnet);
+        while ipt(&["-D", "INPUT", "-s", &net, "-d", &net, "-j", &self.chain]) {}
+    }
+
+    /// Drops every packet from node `a` to node `b` (TCP then breaks both ways, as a real
+    /// one-way loss does: the acknowledgements cannot come back).
+    fn cut_one_way(&self, a: usize, b: usize) {
+        let (s, d) = (ip(self.subnet, a), ip(self.subnet, b));
+        assert!(ipt(&["-A", &self.chain, "-s", &s, "-d", &d, "-j", "DROP"]));
+    }
+
+    fn cut(&self, a: usize, b: usize) {
+        self.cut_one_way(a, b);
+        self.cut_one_way(b, a);
+    }
+
+    fn isolate(&self, a: usize) {
+        for b in (0..NODES).filter(|&b| b != a) {
+            self.cut(a, b);
+        }
+    }
+
+    fn heal(&self) {
+        assert!(ipt(&["-F", &self.chain]));
+    }
+}
+
+impl Drop for Firewall {
+    fn drop(&mut self) {
+        self.clear_jump();
+        let _ = ipt(&["-F", &self.chain]);
+        let _ = ipt(&["-X", &self.chain]);
+    }
+}
+
+fn ipt(args: &[&str]) -> bool {
+    Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    subnet: u8,
+    children: Vec<Option<Child>>,
+    stopped: Vec<bool>,
+}
+
+impl Cluster {
+    fn start(subnet: u8) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let members: Vec<String> = (0..NODES)
+            .map(|i| {
+                format!(
+                    "  {{ id = \"n{}\", peer_addr = \"{}:{PEER_PORT}\", http_addr = \"{}:{HTTP_PORT}\" }},",
+                    i + 1,
+                    ip(subnet, i),
+                    ip(subnet, i)
+                )
+            })
+            .collect();
+        for i in 0..NODES {
+            let text = format!(
+                "node_id = \"n{n}\"\nhttp_addr = \"{a}:{HTTP_PORT}\"\npeer_addr = \"{a}:{PEER_PORT}\"\n\
+                 data_dir = \"{d}\"\nworker_threads = 1\n\n[cluster]\nring_size = 64\nmembers = [\n{m}\n]\n\n\
+                 [buckets.sessions]\nconflict = \"lww\"\n\n[anti_entropy]\ninterval_ms = {ae}\n\n\
+                 [handoff]\ninterval_ms = 200\n",
+                n = i + 1,
+                a = ip(subnet, i),
+                d = dir.path().join(format!("n{}", i + 1)).display(),
+                m = members.join("\n"),
+                ae = AE_INTERVAL.as_millis(),
+            );
+            std::fs::write(dir.path().join(format!("n{}.toml", i + 1)), text).expect("config");
+        }
+        let mut c = Cluster {
+            dir,
+            subnet,
+            children: (0..NODES).map(|_| None).collect(),
+            stopped: vec![false; NODES],
+        };
+        for i in 0..NODES {
+            c.spawn(i);
+        }
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(i))
+            .expect("log");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(self.dir.path().join(format!("n{}.toml", i + 1)))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn serve");
+        self.children[i] = Some(child);
+    }
+
+    fn log(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("n{}.log", i + 1))
+    }
+
+    fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}:{HTTP_PORT}{path}", ip(self.subnet, i))
+    }
+
+    fn signal(&mut self, i: usize, sig: &str) {
+        if let Some(child) = &self.children[i] {
+            let ok = Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} n{}", i + 1);
+            self.stopped[i] = sig == "-STOP";
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.stopped[i] = false;
+    }
+
+    fn resume_all(&mut self) {
+        for i in 0..NODES {
+            if self.stopped[i] {
+                self.signal(i, "-CONT");
+            }
+            if self.children[i].is_none() {
+                self.spawn(i);
+            }
+        }
+    }
+
+    fn dump_logs(&self) {
+        for i in 0..NODES {
+            let text = std::fs::read_to_string(self.log(i)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            eprintln!("--- n{} log (last lines)", i + 1);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..NODES {
+            if self.stopped[i] {
+                self.signal(i, "-CONT");
+            }
+            self.crash(i);
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client")
+}
+
+async fn wait_until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn all_up(http: &reqwest::Client, c: &Cluster) -> bool {
+    for i in 0..NODES {
+        let Ok(r) = http.get(c.url(i, "/admin/status")).send().await else {
+            return false;
+        };
+        let Ok(bytes) = r.bytes().await else {
+            return false;
+        };
+        let status: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let peers = status["peers"].as_array().cloned().unwrap_or_default();
+        if peers.len() != NODES - 1 || peers.iter().any(|p| p["status"] != "up") {
+            return false;
+        }
+    }
+    true
+}
+
+/// The elements of a set read: a 200's value or every sibling's, split on commas.
+fn elements(status: StatusCode, body: &[u8]) -> BTreeSet<String> {
+    let values: Vec<String> = match status {
+        StatusCode::OK => vec![String::from_utf8_lossy(body).into_owned()],
+        StatusCode::MULTIPLE_CHOICES => serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["siblings"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s["value"].as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One add to the grow-only set; returns the element if the write was acknowledged.
+async fn add(http: &reqwest::Client, c_url: &str, element: &str) -> Option<()> {
+    let read = http
+        .get(format!("{c_url}/kv/gset/set?timeout_ms=1000"))
+        .send()
+        .await
+        .ok()?;
+    let status = read.status();
+    if !(status.is_success()
+        || status == StatusCode::MULTIPLE_CHOICES
+        || status == StatusCode::NOT_FOUND)
+    {
+        return None;
+    }
+    let context = read
+        .headers()
+        .get("x-causal-context")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut set = elements(status, &read.bytes().await.ok()?);
+    set.insert(element.to_owned());
+    let value = set.into_iter().collect::<Vec<_>>().join(",");
+    let mut put = http
+        .put(format!("{c_url}/kv/gset/set?timeout_ms=1000"))
+        .header("content-type", "text/plain")
+        .body(value);
+    if let Some(ctx) = context {
+        put = put.header("x-causal-context", ctx);
+    }
+    let answer = put.send().await.ok()?;
+    (answer.status() == StatusCode::NO_CONTENT).then_some(())
+}
+
+/// One acknowledged LWW write: its value, when it was sent and when it was acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct LwwWrite {
+    value: u64,
+    invoked: Instant,
+    acked: Instant,
+}
+
+struct Run {
+    acked_adds: Vec<String>,
+    attempted_adds: u64,
+    lww: Vec<LwwWrite>,
+    faults: Vec<String>,
+    /// When the last fault was healed.
+    last_heal: Instant,
+}
+
+/// Runs both workloads for `secs`, injecting faults when `faults` is set.
+async fn run(c: &mut Cluster, fw: &Firewall, secs: u64, faults: bool, seed: u64) -> Run {
+    let urls: Arc<Vec<String>> = Arc::new((0..NODES).map(|i| c.url(i, "")).collect());
+    let done = Arc::new(AtomicBool::new(false));
+    let acked_adds = Arc::new(Mutex::new(Vec::new()));
+    let attempted = Arc::new(AtomicU64::new(0));
+    let lww = Arc::new(Mutex::new(Vec::new()));
+    let next_value = Arc::new(AtomicU64::new(1));
+    let mut tasks = Vec::new();
+    for client_id in 0..3u64 {
+        let (urls, done, acked, attempted) = (
+            urls.clone(),
+            done.clone(),
+            acked_adds.clone(),
+            attempted.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let http = client();
+            let mut rng = fastrand::Rng::with_seed(seed ^ client_id);
+            let mut seq = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                seq += 1;
+                let element = format!("c{client_id}-{seq}");
+                attempted.fetch_add(1, Ordering::Relaxed);
+                if add(&http, &urls[rng.usize(..NODES)], &element)
+                    .await
+                    .is_some()
+                {
+                    acked.lock().push(element);
+                }
+            }
+        }));
+    }
+    for client_id in 0..2u64 {
+        let (urls, done, lww, next_value) =
+            (urls.clone(), done.clone(), lww.clone(), next_value.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = client();
+            let mut rng = fastrand::Rng::with_seed(seed ^ (100 + client_id));
+            while !done.load(Ordering::Relaxed) {
+                let value = next_value.fetch_add(1, Ordering::Relaxed);
+                let invoked = Instant::now();
+                let url = format!(
+                    "{}/kv/sessions/reg?timeout_ms=1000",
+                    urls[rng.usize(..NODES)]
+                );
+                let answer = http
+                    .put(url)
+                    .header("content-type", "text/plain")
+                    .body(value.to_string())
+                    .send()
+                    .await;
+                if answer.is_ok_and(|a| a.status() == StatusCode::NO_CONTENT) {
+                    lww.lock().push(LwwWrite {
+                        value,
+                        invoked,
+                        acked: Instant::now(),
+                    });
+                }
+            }
+        }));
+    }
+    let mut log = Vec::new();
+    let mut last_heal = Instant::now();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if faults {
+            let a = rng.usize(..NODES);
+            let b = (a + 1 + rng.usize(..NODES - 1)) % NODES;
+            let what = match rng.u8(..5) {
+                0 => {
+                    fw.isolate(a);
+                    format!("isolate n{}", a + 1)
+                }
+                1 => {
+                    fw.cut_one_way(a, b);
+                    format!("drop n{} -> n{}", a + 1, b + 1)
+                }
+                2 => {
+                    // A majority/minority split: {a, b} against the rest.
+                    for x in (0..NODES).filter(|&x| x != a && x != b) {
+                        fw.cut(a, x);
+                        fw.cut(b, x);
+                    }
+                    format!("split n{},n{} | rest", a + 1, b + 1)
+                }
+                3 => {
+                    c.signal(a, "-STOP");
+                    format!("hang n{}", a + 1)
+                }
+                _ => {
+                    c.crash(a);
+                    format!("crash n{}", a + 1)
+                }
+            };
+            log.push(what);
+            tokio::time::sleep(Duration::from_millis(800 + rng.u64(..1200))).await;
+            fw.heal();
+            c.resume_all();
+            last_heal = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(400 + rng.u64(..600))).await;
+    }
+    if !faults {
+        // Nothing was healed: count from when the load stops.
+        last_heal = Instant::now();
+    }
+    done.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked_adds.lock().clone();
+    let writes = lww.lock().clone();
+    Run {
+        acked_adds: acked,
+        attempted_adds: attempted.load(Ordering::Relaxed),
+        lww: writes,
+        faults: log,
+        last_heal,
+    }
+}
+
+/// Every node's own copy of a key (`/admin/replica`), as JSON or `null`.
+async fn copies(http: &reqwest::Client, c: &Cluster, path: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for i in 0..NODES {
+        let v = match http.get(c.url(i, path)).send().await {
+            Ok(r) if r.status().is_success() => r
+                .bytes()
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        };
+        out.push(v);
+    }
+    out
+}
+
+/// How long after healing until every node holding the keys holds the same state of each.
+async fn converge(http: &reqwest::Client, c: &Cluster, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let ok = wait_until(limit, async || {
+        for path in ["/admin/replica/gset/set", "/admin/replica/sessions/reg"] {
+            // Only the key's replicas hold it; a node outside its preference list holds nothing.
+            let held: Vec<serde_json::Value> = copies(http, c, path)
+                .await
+                .into_iter()
+                .filter(|v| !v.is_null())
+                .collect();
+            if held.len() < 3 || held.iter().any(|v| *v != held[0]) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    ok.then(|| started.elapsed())
+}
+
+/// Acknowledged LWW writes that lost to a write acknowledged before they were sent.
+fn overwritten_by_older(writes: &[LwwWrite], winner: u64) -> usize {
+    let Some(w) = writes.iter().find(|w| w.value == winner) else {
+        return 0; // the winner's outcome was unknown to its client: it may have landed last
+    };
+    writes.iter().filter(|x| x.invoked > w.acked).count()
+}
+
+async fn check(subnet: u8, faults: bool) {
+    let Some(fw) = Firewall::new(subnet) else {
+        eprintln!("skipped: needs root and iptables");
+        return;
+    };
+    let seed = std::env::var("QKV_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    let secs = std::env::var("QKV_FAULT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    eprintln!("QKV_SEED={seed} QKV_FAULT_SECS={secs} faults={faults}");
+    let mut c = Cluster::start(subnet);
+    let http = client();
+    if !wait_until(Duration::from_secs(20), async || all_up(&http, &c).await).await {
+        c.dump_logs();
+        panic!("the cluster did not come up");
+    }
+    let result = run(&mut c, &fw, secs, faults, seed).await;
+    fw.heal();
+    c.resume_all();
+    let converged = converge(&http, &c, AE_INTERVAL * 3 + Duration::from_secs(4))
+        .await
+        .map(|_| result.last_heal.elapsed());
+
+    let read = http
+        .get(c.url(0, "/kv/gset/set?r=all&timeout_ms=3000"))
+        .send()
+        .await
+        .expect("final read");
+    let status = read.status();
+    let final_set = elements(status, &read.bytes().await.expect("body"));
+    let lost: Vec<&String> = result
+        .acked_adds
+        .iter()
+        .filter(|e| !final_set.contains(*e))
+        .collect();
+    let reg = http
+        .get(c.url(1, "/kv/sessions/reg?r=all&timeout_ms=3000"))
+        .send()
+        .await
+        .expect("final lww read");
+    let winner: u64 = reg.text().await.unwrap_or_default().parse().unwrap_or(0);
+    let overwritten = overwritten_by_older(&result.lww, winner);
+    eprintln!(
+        "faults: {:?}\nset: {} adds attempted, {} acknowledged, {} lost, {} in the final set\n\
+         lww: {} acknowledged writes, winner {winner}, {overwritten} acknowledged writes overwritten by an older one\n\
+         replicas identical {:?} after the last fault was healed (anti-entropy interval {:?})",
+        result.faults,
+        result.attempted_adds,
+        result.acked_adds.len(),
+        lost.len(),
+        final_set.len(),
+        result.lww.len(),
+        converged,
+        AE_INTERVAL,
+    );
+    if !lost.is_empty() || converged.is_none() {
+        c.dump_logs();
+    }
+    assert!(
+        !result.acked_adds.is_empty(),
+        "no add was acknowledged: the test tested nothing"
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged adds lost: {lost:?} (seed {seed})"
+    );
+    assert!(
+        converged.is_some_and(|t| t <= AE_INTERVAL * 3),
+        "replicas not identical within three anti-entropy intervals of healing: {converged:?} (seed {seed})"
+    );
+    if !faults {
+        assert_eq!(
+            overwritten, 0,
+            "without faults no acknowledged lww write may lose to an older one"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grow_only_set_loses_no_acknowledged_add_under_partitions_hangs_and_crashes() {
+    check(71, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_faults_nothing_is_lost_and_no_lww_write_loses_to_an_older_one() {
+    check(72, false).await;
+}
