@@ -9,6 +9,6 @@ runs=${2:-3}
 command -v iptables >/dev/null || { echo "needs iptables (apt-get install iptables)"; exit 2; }
 for run in $(seq 1 "$runs"); do
   echo "== run $run of $runs: ${secs}s of faults"
-  QKV_FAULT_SECS=$secs cargo test --release --test partitions -- --nocapture --test-threads 1 2>&1 |
+  QKV_FAULT_SECS=$secs cargo test --test partitions -- --nocapture --test-threads 1 2>&1 |
     grep -E 'QKV_SEED|faults:|set:|lww:|replicas identical|test result|panicked|lost'
 done

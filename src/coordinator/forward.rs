@@ -13,13 +13,16 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::round::{Attempt, Outcome, Round};
 use super::Coordinator;
+use crate::net::NetError;
 use crate::rpc::{self, Failure, PutOutcome, PutRequest, Request, Response};
 
 /// A forwarded write waits this much longer than the coordinating replica's own deadline, so
 /// the replica's precise answer (say, a 503 with its ack count) arrives before we give up.
 const FORWARD_MARGIN: Duration = Duration::from_millis(200);
 
-type Answer = (usize, Result<PutOutcome, Failure>, Duration);
+/// An attempt's id, its coordinator's answer (`None`: none in time, so it may yet succeed),
+/// and how long it took.
+type Answer = (usize, Option<Result<PutOutcome, Failure>>, Duration);
 
 impl Coordinator {
     /// Has one of `primaries` coordinate the write; `earlier` is why this node could not.
@@ -66,7 +69,7 @@ impl Coordinator {
             }
             let wake = round.next_tick().map_or(deadline, |t| t.min(deadline));
             tokio::select! {
-                Some((id, answer, took)) = inflight.next() => {
+                Some((id, Some(answer), took)) = inflight.next() => {
                     let ok = answer.is_ok();
                     match answer {
                         Ok(outcome) => {
@@ -113,15 +116,17 @@ impl Coordinator {
             let timeout = deadline.saturating_duration_since(started);
             let answer = match net.call(&attempt.node, body, timeout).await {
                 Ok(raw) => match rpc::decode::<Response>(&raw) {
-                    Some(Response::Put(result)) => result,
-                    _ => Err(Failure::Internal(format!(
+                    Some(Response::Put(result)) => Some(result),
+                    _ => Some(Err(Failure::Internal(format!(
                         "unexpected answer to a forwarded write from {}",
                         attempt.node
-                    ))),
+                    )))),
                 },
+                // Silence is not a refusal: that coordinator may still apply it.
+                Err(NetError::Timeout(_)) => None,
                 Err(e) => {
                     tracing::debug!(peer = %attempt.node, error = %e, "cannot forward write");
-                    Err(Failure::Internal(e.to_string()))
+                    Some(Err(Failure::Internal(e.to_string())))
                 }
             };
             (attempt.id, answer, started.elapsed())

@@ -13,10 +13,12 @@ use super::quorum::By;
 use super::round::{Attempt, Outcome, Round};
 use super::Coordinator;
 use crate::config::Conflict;
+use crate::net::NetError;
 use crate::rpc::{self, Failure, PutOutcome, PutRequest, Request, Response};
 
-/// One attempt's answer: its id, whether it stored the state, and how long a remote one took.
-type Answer = (usize, bool, Option<Duration>);
+/// One attempt's answer: its id, whether it stored the state (`None`: no answer in time, so
+/// it may yet), and how long a remote one took.
+type Answer = (usize, Option<bool>, Option<Duration>);
 
 impl Coordinator {
     /// Coordinates a write as a replica of its key: apply locally, replicate, count.
@@ -61,8 +63,9 @@ impl Coordinator {
                     let Some(pending) = local.take() else {
                         continue;
                     };
-                    inflight
-                        .push(async move { (a.id, pending.durable().await.is_ok(), None) }.boxed());
+                    inflight.push(
+                        async move { (a.id, Some(pending.durable().await.is_ok()), None) }.boxed(),
+                    );
                 } else {
                     inflight.push(self.store_on(&request, &encoded, a, deadline));
                 }
@@ -79,7 +82,9 @@ impl Coordinator {
                     if let Some(took) = took {
                         self.replica_latency.record(took);
                     }
-                    send(round.answer(id, ok, Instant::now(), &down), &mut inflight);
+                    if let Some(ok) = ok {
+                        send(round.answer(id, ok, Instant::now(), &down), &mut inflight);
+                    }
                 }
                 () = tokio::time::sleep_until(wake.into()) => {
                     let now = Instant::now();
@@ -139,21 +144,24 @@ impl Coordinator {
             let timeout = deadline.saturating_duration_since(started);
             let stored = match net.call(&attempt.node, body, timeout).await {
                 Ok(raw) => match rpc::decode(&raw) {
-                    Some(Response::Synced(Ok(()))) => true,
+                    Some(Response::Synced(Ok(()))) => Some(true),
                     other => {
                         tracing::debug!(peer = %attempt.node, answer = ?other, "replica did not store the write");
-                        false
+                        Some(false)
                     }
                 },
+                // Silence is not a refusal: the write may still land there.
+                Err(NetError::Timeout(_)) => None,
                 Err(e) => {
                     tracing::debug!(peer = %attempt.node, error = %e, "replication failed");
-                    false
+                    Some(false)
                 }
             };
-            if stored && attempt.by == By::Fallback {
+            if stored == Some(true) && attempt.by == By::Fallback {
                 tracing::debug!(primary = %attempt.owner, fallback = %attempt.node, "write stored as a hint");
             }
-            (attempt.id, stored, stored.then(|| started.elapsed()))
+            let took = (stored == Some(true)).then(|| started.elapsed());
+            (attempt.id, stored, took)
         }
         .boxed()
     }
