@@ -95,14 +95,16 @@ impl Hlc {
     /// A timestamp for a write that replaces one stamped `current`: above it, and above
     /// everything this clock issued. `current` is adopted only within the bound; beyond it
     /// this one write is stamped just above `current`, and the clock is left where it was.
-    pub fn after(&self, current: Timestamp, wall: &dyn WallClock) -> Timestamp {
+    /// Also returns whether `current` was adopted.
+    pub fn after(&self, current: Timestamp, wall: &dyn WallClock) -> (Timestamp, bool) {
         let adopted = self.observe(current, wall);
         let now = self.now(wall);
-        if adopted || now > current {
+        let stamp = if adopted || now > current {
             now
         } else {
             tick(current)
-        }
+        };
+        (stamp, adopted)
     }
 }
 
@@ -195,7 +197,8 @@ mod tests {
             logical: 0,
         };
         assert!(!hlc.observe(skewed, &clock));
-        let replacing = hlc.after(skewed, &clock);
+        let (replacing, adopted) = hlc.after(skewed, &clock);
+        assert!(!adopted);
         assert!(
             replacing > skewed,
             "a write that saw the skewed one beats it"
@@ -211,13 +214,11 @@ mod tests {
             physical_ms: 10_400,
             logical: 3,
         };
-        assert_eq!(
-            hlc.after(near, &clock),
-            Timestamp {
-                physical_ms: 10_400,
-                logical: 4
-            }
-        );
+        let expected = Timestamp {
+            physical_ms: 10_400,
+            logical: 4,
+        };
+        assert_eq!(hlc.after(near, &clock), (expected, true));
     }
 
     fn write() -> impl Strategy<Value = LwwRegister<u32>> {

@@ -359,25 +359,33 @@ impl Replica {
     /// A stamp for a write replacing `reg`: above it, without dragging the clock past the
     /// offset bound.
     fn stamp_after(&self, reg: &LwwRegister<Sibling>) -> crate::causal::Timestamp {
-        self.observe(reg);
-        self.hlc.after(reg.timestamp, &*self.clock)
+        let (stamp, adopted) = self.hlc.after(reg.timestamp, &*self.clock);
+        if !adopted {
+            self.not_adopted(reg);
+        }
+        stamp
     }
 
-    /// Takes a seen stamp into the clock if it is within the bound; counts and logs it if not.
+    /// Takes a seen stamp into the clock if it is within the bound.
     fn observe(&self, reg: &LwwRegister<Sibling>) {
         if !self.hlc.observe(reg.timestamp, &*self.clock) {
-            let ahead_ms = reg
-                .timestamp
-                .physical_ms
-                .saturating_sub(self.clock.now_ms());
-            if self
-                .skewed_stamps
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(1000)
-            {
-                tracing::warn!(written_by = %reg.node, ahead_ms,
-                    "a write stamped beyond the clock-offset bound; not adopted into this node's clock");
-            }
+            self.not_adopted(reg);
+        }
+    }
+
+    /// Counts (and now and then logs) a stamp beyond the clock-offset bound.
+    fn not_adopted(&self, reg: &LwwRegister<Sibling>) {
+        let ahead_ms = reg
+            .timestamp
+            .physical_ms
+            .saturating_sub(self.clock.now_ms());
+        if self
+            .skewed_stamps
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(1000)
+        {
+            tracing::warn!(written_by = %reg.node, ahead_ms,
+                "a write stamped beyond the clock-offset bound; not adopted into this node's clock");
         }
     }
 
