@@ -181,7 +181,7 @@ impl Node {
             config.clone(),
             ring,
             replica.clone(),
-            net,
+            net.clone(),
             liveness,
             skew,
         ));
@@ -200,10 +200,15 @@ impl Node {
             coordinator.clone(),
             Duration::from_millis(config.handoff.interval_ms),
         ));
+        let on_hello: net::OnHello = {
+            let net = net.clone();
+            Arc::new(move |peer: &str| net.heard_from(peer))
+        };
         let peer_task = tokio::spawn(net::serve(
             listeners.peer,
             identity,
             Arc::new(Service::new(coordinator.clone())),
+            on_hello,
         ));
         let app = api::router(AppState::new(api::Shared {
             coordinator,

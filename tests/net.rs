@@ -37,6 +37,7 @@ async fn server(hash: u64) -> (SocketAddr, tokio::task::JoinHandle<()>) {
         listener,
         identity("server", hash),
         Arc::new(SlowEcho),
+        Arc::new(|_: &str| {}),
     ));
     (addr, task)
 }
@@ -125,7 +126,12 @@ async fn calls_fail_fast_while_a_peer_is_down_and_succeed_once_it_is_back() {
     assert!(down.is_err(), "{down:?}");
     // Back on the same port: the client redials (after its backoff) and calls succeed again.
     let listener = TcpListener::bind(addr).await.expect("rebind");
-    let _server = tokio::spawn(serve(listener, identity("server", 7), Arc::new(SlowEcho)));
+    let _server = tokio::spawn(serve(
+        listener,
+        identity("server", 7),
+        Arc::new(SlowEcho),
+        Arc::new(|_: &str| {}),
+    ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let r = net
@@ -140,6 +146,42 @@ async fn calls_fail_fast_while_a_peer_is_down_and_succeed_once_it_is_back() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_peer_that_says_hello_is_called_again_without_waiting_out_the_backoff() {
+    let (addr, server_task) = server(7).await;
+    let net = client(addr, 7);
+    server_task.abort();
+    let _ = server_task.await;
+    let down = net
+        .call("server", Bytes::from_static(&[0]), Duration::from_secs(5))
+        .await;
+    let failed_at = std::time::Instant::now();
+    assert!(down.is_err(), "{down:?}");
+    let listener = TcpListener::bind(addr).await.expect("rebind");
+    let _server = tokio::spawn(serve(
+        listener,
+        identity("server", 7),
+        Arc::new(SlowEcho),
+        Arc::new(|_: &str| {}),
+    ));
+    let backing_off = net
+        .call("server", Bytes::from_static(&[0]), Duration::from_secs(5))
+        .await;
+    // The first backoff is 100 ms; only a machine stalled that long could see otherwise.
+    if failed_at.elapsed() < Duration::from_millis(80) {
+        assert!(
+            matches!(&backing_off, Err(NetError::Unreachable { reason, .. }) if reason.contains("reconnecting")),
+            "{backing_off:?}"
+        );
+    }
+    // What the server side reports when the peer dials us: it is back.
+    net.heard_from("server");
+    let back = net
+        .call("server", Bytes::from_static(&[0]), Duration::from_secs(5))
+        .await;
+    assert!(back.is_ok(), "{back:?}");
 }
 
 #[tokio::test]

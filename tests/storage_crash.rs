@@ -236,3 +236,34 @@ fn torn_or_corrupt_hint_files_fall_back_to_scanning() {
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
+
+#[test]
+fn a_flipped_bit_in_a_segment_opened_from_its_hint_is_caught_when_read() {
+    // Open trusts a sound hint for where records are, not for what they hold: each record's
+    // crc is checked when it is read, so damage under a hint is a Corrupt error, never bytes.
+    let options = small_segments(1 << 20);
+    let base = tempfile::tempdir().expect("tempdir");
+    let original = base.path().join("original");
+    let model = merged_store(&original, &options);
+    let hint = files_with_ext(&original, "hint")[0].clone();
+    let data = hint.with_extension("data");
+    let bytes = fs::read(&data).expect("read merged segment");
+    // The last byte of the segment is the last byte of some live record's value.
+    let dir = copy_dir(&original, &base.path().join("flipped"));
+    let mut damaged = bytes.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x01;
+    fs::write(dir.join(data.file_name().expect("name")), &damaged).expect("write");
+    let storage = open(&dir, &options);
+    assert_eq!(storage.recovery_report().segments_from_hints, 1);
+    let mut corrupt = 0;
+    for (key, value) in &model {
+        match storage.get(key) {
+            Ok(Some(v)) => assert_eq!(&v, value, "a damaged value was served"),
+            Ok(None) => panic!("a live key vanished"),
+            Err(quorumkv::storage::StorageError::Corrupt { .. }) => corrupt += 1,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(corrupt, 1, "exactly the damaged record is reported corrupt");
+}

@@ -156,7 +156,13 @@ async fn serve_replica(at: SocketAddr, value_bytes: &usize) -> Result<(), String
     let handler = Arc::new(Echo {
         value: Bytes::from(vec![b'v'; *value_bytes]),
     });
-    net::serve(listener, identity(at.to_string()), handler).await;
+    net::serve(
+        listener,
+        identity(at.to_string()),
+        handler,
+        Arc::new(|_: &str| {}),
+    )
+    .await;
     Ok(())
 }
 
@@ -208,6 +214,7 @@ async fn serve(args: &CeilingArgs) -> Result<(), String> {
                 listener,
                 identity(addr.to_string()),
                 handler,
+                Arc::new(|_: &str| {}),
             )));
         }
         None

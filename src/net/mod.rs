@@ -6,7 +6,9 @@
 //!
 //! - Connections are dialed on first use, with `TCP_NODELAY` (Nagle's algorithm would hold
 //!   small frames back for up to 40 ms), and redialed after failures with exponential backoff;
-//!   while backing off, calls to the peer fail at once instead of waiting for a timeout.
+//!   while backing off, calls to the peer fail at once instead of waiting for a timeout. A
+//!   peer that connects to us is evidently back, so its backoff ends there: a restarted node
+//!   is called again as soon as its first heartbeat arrives, not when a backoff runs out.
 //! - The handshake exchanges node ids and a hash of the cluster settings; a peer with other
 //!   settings is refused with a log line saying so.
 //! - Every call has a deadline. Frames are bounded in size; a peer that sends anything but
@@ -33,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use conn::Conn;
 pub use faults::{Faults, Rule};
-pub use server::serve;
+pub use server::{serve, OnHello};
 
 /// How long dialing plus the handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -200,6 +202,19 @@ impl Net {
                 .as_ref()
                 .is_some_and(|c| !c.is_closed()),
             None => false,
+        }
+    }
+
+    /// Notes that `peer` just completed a handshake with our server: it is listening again,
+    /// so the next call to it dials at once instead of waiting out a backoff.
+    pub fn heard_from(&self, peer: &str) {
+        let Some(p) = self.peers.get(peer) else {
+            return;
+        };
+        // Only a pending backoff is cleared; a live connection is left alone. If the lock is
+        // busy, a call is dialing right now and the hint is not needed.
+        if let Ok(mut state) = p.state.try_lock() {
+            state.retry_at = None;
         }
     }
 

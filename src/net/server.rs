@@ -18,15 +18,24 @@ use super::{Handler, Identity, Listener, Stream};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_QUEUE: usize = 4096;
 
+/// Told the id of each peer that completes a handshake (the client side uses it to stop
+/// backing off from a peer that is evidently back).
+pub type OnHello = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Accepts peer connections until the returned future is dropped (which also drops every
 /// connection it accepted).
-pub async fn serve<L: Listener>(mut listener: L, me: Identity, handler: Arc<dyn Handler>) {
+pub async fn serve<L: Listener>(
+    mut listener: L,
+    me: Identity,
+    handler: Arc<dyn Handler>,
+    on_hello: OnHello,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
-                    connections.spawn(serve_connection(stream, addr, me.clone(), handler.clone()));
+                    connections.spawn(serve_connection(stream, addr, me.clone(), handler.clone(), on_hello.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a peer connection failed");
@@ -43,6 +52,7 @@ async fn serve_connection(
     addr: SocketAddr,
     me: Identity,
     handler: Arc<dyn Handler>,
+    on_hello: OnHello,
 ) {
     let (r, w) = tokio::io::split(stream);
     let mut reader = FramedRead::new(r, frame::codec());
@@ -74,6 +84,7 @@ async fn serve_connection(
     if writer.send(ours.frame().encode()).await.is_err() {
         return;
     }
+    on_hello(&hello.node_id);
     let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
     let mut tasks = JoinSet::new();
     tasks.spawn(write_frames(writer, rx));
