@@ -57,12 +57,15 @@ impl Listeners {
 }
 
 /// What a node takes from the outside world, injected so that tests and simulations can
-/// replace it: wall-clock time, randomness, and how it dials peers.
+/// replace it: wall-clock time, randomness, how it dials peers and which messages get lost.
 #[derive(Clone)]
 pub struct Seams {
     pub clock: Arc<dyn WallClock>,
     pub random: Arc<dyn Fn() -> u64 + Send + Sync>,
     pub dialer: Arc<dyn Dialer>,
+    /// Fault rules for outgoing messages; a test that restarts a node passes the same ones
+    /// again, as firewall rules outlive a process.
+    pub faults: Arc<Faults>,
 }
 
 impl Seams {
@@ -72,6 +75,7 @@ impl Seams {
             clock: Arc::new(SystemClock),
             random: Arc::new(|| fastrand::u64(..)),
             dialer: Arc::new(TcpDialer::default()),
+            faults: Arc::default(),
         }
     }
 }
@@ -152,7 +156,7 @@ impl Node {
             .iter()
             .filter(|m| m.id != config.node_id)
             .map(|m| (m.id.clone(), m.peer_addr));
-        let faults = Arc::new(Faults::default());
+        let faults = seams.faults.clone();
         let net = Arc::new(Net::new(
             identity.clone(),
             peers,

@@ -113,6 +113,49 @@ async fn every_kv_status_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_without_a_context_deletes_what_the_read_sees() {
+    let c = TestCluster::start(3).await;
+    // Two siblings, then a context-less DELETE through a third node: both are gone.
+    c.put(0, "/kv/carts/alice", None, "apple").await;
+    c.put(1, "/kv/carts/alice", None, "pear").await;
+    assert_eq!(
+        c.get(2, "/kv/carts/alice?r=all").await.status,
+        StatusCode::MULTIPLE_CHOICES
+    );
+    let del = c
+        .request(2, Method::DELETE, "/kv/carts/alice?r=all", None, None)
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT);
+    for i in 0..3 {
+        let got = c.get(i, "/kv/carts/alice?r=all").await;
+        assert_eq!(got.status, StatusCode::NOT_FOUND, "through n{}", i + 1);
+    }
+    // A write after the delete, without its context, is not superseded by it.
+    c.put(0, "/kv/carts/alice", None, "plum").await;
+    assert_eq!(c.get(1, "/kv/carts/alice?r=all").await.values(), ["plum"]);
+    // Nothing stored: still a 204, and the key stays missing.
+    let nothing = c
+        .request(1, Method::DELETE, "/kv/carts/nobody", None, None)
+        .await;
+    assert_eq!(nothing.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        c.get(0, "/kv/carts/nobody").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // lww buckets need no read: the delete is stamped after the value it replaces.
+    c.put(0, "/kv/sessions/s9", None, "token").await;
+    let del = c
+        .request(1, Method::DELETE, "/kv/sessions/s9", None, None)
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        c.get(2, "/kv/sessions/s9?r=all").await.status,
+        StatusCode::NOT_FOUND
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lww_buckets_never_show_siblings() {
     let c = TestCluster::start(3).await;
     c.put(0, "/kv/sessions/s1", None, "first").await;

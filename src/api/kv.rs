@@ -50,7 +50,7 @@ pub async fn put(
     body: Body,
 ) -> Result<Response, ApiError> {
     let t = target(&state, path, query.as_deref())?;
-    let context = params::context(&headers, &t.bucket, &t.key)?;
+    let context = params::context(&headers, &t.bucket, &t.key)?.unwrap_or_default();
     let max = state.config.storage.max_value_bytes;
     let data = match to_bytes(body, max).await {
         Ok(data) => data.to_vec(),
@@ -92,7 +92,16 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let t = target(&state, path, query.as_deref())?;
-    let context = params::context(&headers, &t.bucket, &t.key)?;
+    // Without a context, delete what a read at the request's `r` sees (API.md v2).
+    let context = match params::context(&headers, &t.bucket, &t.key)? {
+        Some(context) => context,
+        None => {
+            state
+                .coordinator
+                .visible_context(&t.bucket, &t.key, t.knobs.knobs)
+                .await?
+        }
+    };
     write(state, t, context, WriteOp::Delete).await
 }
 

@@ -148,13 +148,18 @@ pub fn knobs(query: Option<&str>, props: BucketProps) -> Result<RequestKnobs, Ap
 
 /// The causal context the client sent, or an empty one. A token that does not decode or
 /// belongs to another key is a 400, never ignored.
-pub fn context(headers: &HeaderMap, bucket: &str, key: &str) -> Result<VersionVector, ApiError> {
+pub fn context(
+    headers: &HeaderMap,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<VersionVector>, ApiError> {
     let Some(value) = headers.get(CONTEXT_HEADER) else {
-        return Ok(VersionVector::new());
+        return Ok(None);
     };
     let text = value
         .to_str()
         .map_err(|_| ApiError::bad_request("bad_context", "X-Causal-Context is not ASCII"))?;
     token::decode(bucket.as_bytes(), key.as_bytes(), text.trim())
+        .map(Some)
         .map_err(|e| ApiError::bad_request("bad_context", e.to_string()))
 }

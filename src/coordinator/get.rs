@@ -10,13 +10,29 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::quorum::{By, Progress, Tally};
 use super::{read_repair, Coordinator, Knobs};
-use crate::causal::KeyState;
+use crate::causal::{KeyState, VersionVector};
+use crate::config::Conflict;
 use crate::rpc::Failure;
 
 /// After answering a read, how long read repair waits for the replicas that had not answered.
 const READ_REPAIR_WAIT: Duration = Duration::from_secs(1);
 
 impl Coordinator {
+    /// The context of what a read with `knobs` sees: what a delete without a context
+    /// supersedes. Empty for `lww` buckets, whose writes need none.
+    pub async fn visible_context(
+        &self,
+        bucket: &str,
+        key: &str,
+        knobs: Knobs,
+    ) -> Result<VersionVector, Failure> {
+        if self.config.bucket(bucket).conflict == Conflict::Lww {
+            return Ok(VersionVector::new());
+        }
+        let state = self.get(bucket, key, knobs).await?;
+        Ok(state.map(|s| s.context()).unwrap_or_default())
+    }
+
     pub async fn get(
         &self,
         bucket: &str,

@@ -14,6 +14,7 @@ use reqwest::{Method, StatusCode};
 
 pub struct TestCluster {
     pub configs: Vec<Config>,
+    seams: Vec<Seams>,
     nodes: Vec<Option<Node>>,
     _dir: tempfile::TempDir,
     pub client: reqwest::Client,
@@ -91,11 +92,13 @@ impl TestCluster {
         let mut configs = Config::local_cluster(members, dir.path());
         configs.iter_mut().for_each(&tweak);
         let mut nodes = Vec::new();
+        let mut all_seams = Vec::new();
         for (i, (config, l)) in configs.iter().zip(listeners).enumerate() {
             let mut seams = Seams::system();
             if let Some(clock) = clock(i) {
                 seams.clock = clock;
             }
+            all_seams.push(seams.clone());
             nodes.push(Some(
                 Node::start_with(config.clone(), l, seams)
                     .await
@@ -104,6 +107,7 @@ impl TestCluster {
         }
         TestCluster {
             configs,
+            seams: all_seams,
             nodes,
             _dir: dir,
             client: reqwest::Client::new(),
@@ -167,7 +171,9 @@ impl TestCluster {
         let l = Listeners::bind(c.http_addr, c.peer_addr)
             .await
             .expect("rebind");
-        self.nodes[i] = Some(Node::start(c, l).await.expect("restart"));
+        // The same clock and fault rules as before: they belong to the machine, not the process.
+        let node = Node::start_with(c, l, self.seams[i].clone()).await;
+        self.nodes[i] = Some(node.expect("restart"));
     }
 
     pub async fn request(
