@@ -59,8 +59,8 @@ KEYS=$keys wrk -t2 -c64 -d10s --latency -s scripts/wrk-mixed.lua http://127.0.0.
 echo "-- the same load once the replicas agree:"
 grep -E "Requests/sec|^ +99%|^ +50%" "$dir/after.txt"
 echo "-- bytes moved by node 3's exchanges that repaired nothing (identical partitions):"
-curl -sf http://127.0.0.1:8303/admin/status | python3 -c '
+curl -sf http://127.0.0.1:8303/admin/anti-entropy | python3 -c '
 import json, sys
-parts = json.load(sys.stdin)["anti_entropy"]["last_exchange_per_partition"].values()
+parts = json.load(sys.stdin)["partitions"]
 idle = [p["bytes"] for p in parts if p["keys_repaired"] == 0]
 print(len(idle), "idle exchanges, at most", max(idle) if idle else 0, "bytes each")'

@@ -189,7 +189,7 @@ async fn admin_endpoints() {
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(
         health.json(),
-        serde_json::json!({"status": "ok", "node_id": "n2"})
+        serde_json::json!({"status": "ok", "node_id": "n2", "pid": std::process::id()})
     );
 
     let ring = c.get(0, "/admin/ring").await.json();

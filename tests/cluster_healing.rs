@@ -59,20 +59,17 @@ async fn a_node_that_missed_10000_writes_catches_up_without_reads() {
     // Once identical, an exchange repairs nothing and costs one round of group hashes.
     let idle = c
         .eventually(Duration::from_secs(30), || async {
-            let status = c.get(2, "/admin/status").await.json();
-            let last = &status["anti_entropy"]["last_exchange_per_partition"];
-            last.as_object()
-                .is_some_and(|parts| parts.values().any(|e| e["keys_repaired"] == 0))
+            let status = c.get(2, "/admin/anti-entropy").await.json();
+            status["partitions"]
+                .as_array()
+                .is_some_and(|parts| parts.iter().any(|e| e["keys_repaired"] == 0))
         })
         .await;
     assert!(idle, "no idle exchange recorded");
-    let status = c.get(2, "/admin/status").await.json();
-    let parts = status["anti_entropy"]["last_exchange_per_partition"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
+    let status = c.get(2, "/admin/anti-entropy").await.json();
+    let parts = status["partitions"].as_array().cloned().unwrap_or_default();
     let idle_bytes: Vec<u64> = parts
-        .values()
+        .iter()
         .filter(|e| e["keys_repaired"] == 0)
         .filter_map(|e| e["bytes"].as_u64())
         .collect();

@@ -147,18 +147,22 @@ async fn a_killed_node_restarted_by_serve_serves_what_it_acknowledged() {
 }
 
 /// `quorumkv kv`: two blind writes make siblings; `get` shows them and saves the context, and
-/// the next `put` sends it, merging them.
+/// the next `put` sends it, merging them. `--node` takes host:port; a delete with no saved
+/// context deletes what the node reads; an unreachable node's error names the cause.
 fn kv_client_merges_siblings_with_its_saved_context(dir: &Path, port: u16) {
-    let node = format!("http://127.0.0.1:{port}");
-    let contexts = dir.join("contexts.json");
-    let kv = |args: &[&str]| {
-        let out = Command::new(BIN)
+    let node = format!("127.0.0.1:{port}");
+    let run = |contexts: &Path, args: &[&str]| {
+        Command::new(BIN)
             .arg("kv")
             .args(args)
-            .args(["--node", &node, "--context-file"])
-            .arg(&contexts)
+            .args(["--node", &node, "--contexts"])
+            .arg(contexts)
             .output()
-            .expect("run kv");
+            .expect("run kv")
+    };
+    let contexts = dir.join("contexts.json");
+    let kv = |args: &[&str]| {
+        let out = run(&contexts, args);
         assert!(
             out.status.success(),
             "kv {args:?}: {}",
@@ -177,20 +181,35 @@ fn kv_client_merges_siblings_with_its_saved_context(dir: &Path, port: u16) {
     kv(&["put", "carts", "cli", "milk,eggs"]);
     assert_eq!(kv(&["get", "carts", "cli"]).trim(), "milk,eggs");
     kv(&["delete", "carts", "cli"]);
-    let gone = Command::new(BIN)
+    let gone = run(&contexts, &["get", "carts", "cli"]);
+    assert!(!gone.status.success(), "a missing key exits non-zero");
+    assert_eq!(String::from_utf8_lossy(&gone.stdout).trim(), "not found");
+    // Another user, with no saved context: the delete removes what the node reads.
+    kv(&["put", "carts", "shared", "tea", "--no-context"]);
+    let fresh = dir.join("someone-else.json");
+    let deleted = run(&fresh, &["delete", "carts", "shared"]);
+    assert!(deleted.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&run(&fresh, &["get", "carts", "shared"]).stdout).trim(),
+        "not found"
+    );
+    // Nothing listens on port 1: the error says why, not only that sending failed.
+    let refused = Command::new(BIN)
         .args([
             "kv",
             "get",
             "carts",
             "cli",
             "--node",
-            &node,
-            "--context-file",
+            "127.0.0.1:1",
+            "--contexts",
         ])
         .arg(&contexts)
         .output()
         .expect("run kv");
-    assert_eq!(String::from_utf8_lossy(&gone.stdout).trim(), "not found");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+    assert!(stderr.contains("connection refused"), "{stderr}");
 }
 
 /// Starts `quorumkv dev` on `data_dir` and waits until its nodes serve and see each other.
@@ -286,6 +305,48 @@ async fn dev_nodes_are_processes_that_stop_with_dev_and_keep_their_data() {
     assert_eq!(get.status(), reqwest::StatusCode::OK);
     assert_eq!(get.text().await.expect("body"), "kept");
     kill_dev(cluster, dir.path(), base).await;
+}
+
+/// A port taken by another process (a node restarted by hand outlives `dev`) stops `dev`
+/// before it announces anything, naming the process that holds the port.
+#[test]
+fn dev_refuses_a_taken_port_and_names_the_process_holding_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = free_port().clamp(1, 65000) - 1;
+    let taken = base + 2;
+    let _squatter = TcpListener::bind(("127.0.0.1", taken)).expect("hold n2's port");
+    let mut dev = Command::new(BIN)
+        .args(["dev", "--base-port", &base.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dev");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = dev.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = dev.kill();
+            panic!("dev kept running with one of its ports taken");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = dev.wait_with_output().expect("output");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{taken}"))
+            && stderr.contains(&format!("pid {}", std::process::id())),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("Ctrl-C"), "no ready banner: {stdout}");
+    // It started nothing: n1's port is free again at once.
+    assert!(TcpListener::bind(("127.0.0.1", base + 1)).is_ok());
 }
 
 #[test]

@@ -11,7 +11,27 @@ use super::{respond, AppState};
 use crate::causal::{token, KeyState};
 
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "status": "ok", "node_id": state.config.node_id }))
+    // The pid lets a supervisor (`quorumkv dev`) tell its own node from a stale one.
+    Json(json!({ "status": "ok", "node_id": state.config.node_id, "pid": std::process::id() }))
+}
+
+/// The last anti-entropy exchange of each partition this node replicates, in partition order.
+pub async fn anti_entropy(State(state): State<AppState>) -> Json<Value> {
+    let partitions: Vec<Value> = state
+        .anti_entropy
+        .last()
+        .into_iter()
+        .map(|(partition, e)| {
+            json!({
+                "partition": partition,
+                "peer": e.peer,
+                "finished_ms": e.finished_ms,
+                "keys_repaired": e.keys_repaired,
+                "bytes": e.bytes,
+            })
+        })
+        .collect();
+    Json(json!({ "partitions": partitions }))
 }
 
 pub async fn status(State(state): State<AppState>) -> Json<Value> {
@@ -35,6 +55,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
     let (sent, received) = c.net().traffic();
     let verdict = c.skew().verdict();
     let (suspect_replica, suspect_forward) = c.suspect_delays();
+    let last = state.anti_entropy.last();
     Json(json!({
         "node_id": state.config.node_id,
         "actor": c.replica().actor().as_str(),
@@ -47,7 +68,10 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
             "exchanges": state.anti_entropy.exchanges(),
             "keys_repaired": state.anti_entropy.keys_repaired(),
             "tombstones_reaped": state.anti_entropy.tombstones_reaped(),
-            "last_exchange_per_partition": state.anti_entropy.last(),
+            // A summary: the per-partition detail is `/admin/anti-entropy`.
+            "partitions_exchanged": last.len(),
+            "oldest_exchange_ms": last.values().map(|e| e.finished_ms).min(),
+            "latest_exchange_ms": last.values().map(|e| e.finished_ms).max(),
         },
         "clock": {
             "offset_ms": verdict.offset_ms,

@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/health", get(admin::health))
         .route("/admin/status", get(admin::status))
+        .route("/admin/anti-entropy", get(admin::anti_entropy))
         .route("/admin/ring", get(admin::ring))
         .route("/admin/preflist/{bucket}/{key}", get(admin::preflist))
         .route("/admin/replica/{bucket}/{key}", get(admin::replica))
@@ -79,7 +80,7 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "no_such_endpoint",
-        "no such endpoint; see API.md",
+        "no such endpoint; see docs/API.md",
     )
 }
 

@@ -3,17 +3,19 @@
 //! Each node is a `quorumkv serve` child with its config written next to its data, so one can
 //! be killed and started again by hand to watch the others heal, as in production. Children
 //! stop when their stdin closes: on Ctrl-C, and also if this process dies, so none is left
-//! behind. Their logs come through here, each line prefixed with the node's id.
+//! behind. Their logs come through here, each line prefixed with the node's id. A port that
+//! is taken stops `dev` before it starts anything, and every node must answer `/health` with
+//! the pid `dev` started, so a stale node from an earlier run is never taken for a new one.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::{share_of_cores, Config, Member, SyncSetting};
 
-use super::{fail, wait_for_stop_signal, EXIT_USAGE};
+use super::{fail, port_holder, wait_for_stop_signal, EXIT_USAGE};
 
 /// How long a node may take to open its storage and listen.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,7 +37,7 @@ pub struct DevArgs {
     /// Node i serves HTTP on base-port+i and peers on base-port+100+i.
     #[arg(long, default_value_t = 8100, value_parser = clap::value_parser!(u16).range(1..=65000))]
     base_port: u16,
-    /// When the nodes fsync writes (API.md `[storage] sync`): always (before the ack, group
+    /// When the nodes fsync writes (docs/API.md `[storage] sync`): always (before the ack, group
     /// commit), interval, or none.
     #[arg(long, value_enum, default_value = "always")]
     sync: SyncSetting,
@@ -79,6 +81,9 @@ pub fn run(args: DevArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(1, e),
     };
+    if let Err(e) = ports_free(&configs) {
+        return fail(1, e);
+    }
     let mut nodes = Vec::new();
     for config in &configs {
         match start(config, &args.data_dir) {
@@ -89,7 +94,7 @@ pub fn run(args: DevArgs) -> ExitCode {
             }
         }
     }
-    if let Err(e) = wait_until_serving(&mut nodes) {
+    if let Err(e) = rt.block_on(wait_until_serving(&mut nodes)) {
         stop(&mut nodes);
         return fail(1, e);
     }
@@ -164,11 +169,49 @@ fn start(config: &Config, data_dir: &Path) -> Result<NodeProcess, String> {
     })
 }
 
-/// Waits until every node accepts HTTP connections; fails if one exits first.
-fn wait_until_serving(nodes: &mut [NodeProcess]) -> Result<(), String> {
+/// Refuses to start when a port a node needs is taken, naming the process that holds it (a
+/// node started by hand outlives `dev`, and would otherwise answer for the one `dev` starts).
+fn ports_free(configs: &[Config]) -> Result<(), String> {
+    for config in configs {
+        let ports = [("HTTP", config.http_addr), ("peer", config.peer_addr)];
+        for (what, addr) in ports {
+            let Err(e) = std::net::TcpListener::bind(addr) else {
+                continue;
+            };
+            let who = match port_holder::holder(addr.port()) {
+                Some((pid, cmdline)) => format!("pid {pid} ({cmdline})"),
+                None => "another process".to_owned(),
+            };
+            return Err(format!(
+                "{what} port {addr} of node {} is taken by {who}: {e}; stop it, or pick \
+                 other ports with --base-port",
+                config.node_id
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every node answers `/health` as the process `dev` started (its pid); fails if
+/// one exits first or another process answers on its port.
+async fn wait_until_serving(nodes: &mut [NodeProcess]) -> Result<(), String> {
+    let client = reqwest::Client::new();
     let deadline = Instant::now() + START_TIMEOUT;
     for node in nodes {
-        while TcpStream::connect_timeout(&node.http_addr, POLL).is_err() {
+        let url = format!("http://{}/health", node.http_addr);
+        loop {
+            if let Some(pid) = health_pid(&client, &url).await {
+                if pid == node.child.id() {
+                    break;
+                }
+                return Err(format!(
+                    "pid {pid} answers on {} instead of node {} (pid {}); stop it, or pick \
+                     other ports with --base-port",
+                    node.http_addr,
+                    node.id,
+                    node.child.id()
+                ));
+            }
             if let Ok(Some(status)) = node.child.try_wait() {
                 node.exited = true;
                 return Err(format!(
@@ -182,10 +225,18 @@ fn wait_until_serving(nodes: &mut [NodeProcess]) -> Result<(), String> {
                     node.id, node.http_addr
                 ));
             }
-            std::thread::sleep(POLL);
+            tokio::time::sleep(POLL).await;
         }
     }
     Ok(())
+}
+
+/// The pid a node reports in `/health`, if it answers.
+async fn health_pid(client: &reqwest::Client, url: &str) -> Option<u32> {
+    let response = client.get(url).timeout(POLL * 4).send().await.ok()?;
+    let body = response.bytes().await.ok()?;
+    let health: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    health["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
 }
 
 /// Waits until every node sees every peer up (`/admin/status`), so that the cluster dev
@@ -231,10 +282,15 @@ fn report_exits(nodes: &mut [NodeProcess]) {
     for node in nodes.iter_mut().filter(|n| !n.exited) {
         if let Ok(Some(status)) = node.child.try_wait() {
             node.exited = true;
+            let exe = std::env::current_exe()
+                .map_or_else(|_| "quorumkv".to_owned(), |p| p.display().to_string());
+            let config =
+                std::path::absolute(&node.config_path).unwrap_or_else(|_| node.config_path.clone());
             eprintln!(
-                "node {} exited ({status}); start it again with: quorumkv serve --config {}",
+                "node {} exited ({status}); start it again with: {exe} serve --config {} \
+                 (a node started by hand is not dev's: Ctrl-C here will not stop it)",
                 node.id,
-                node.config_path.display()
+                config.display()
             );
         }
     }

@@ -1,5 +1,6 @@
 //! `quorumkv kv get|put|delete`: a client of the HTTP API that keeps each key's causal context
 //! in a small JSON file, so that a read followed by a write merges instead of adding a sibling.
+//! The file is per user, not per directory (`--contexts` says where; [`default_contexts`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,24 +22,33 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 pub enum KvCommand {
     /// Read a key: its value, or its siblings.
     Get {
+        /// The bucket (its settings come from the cluster config; any name works).
         bucket: String,
+        /// The key within the bucket.
         key: String,
         #[command(flatten)]
         common: Common,
     },
     /// Write a value; sends the context of your last read of the key, so it replaces what you saw.
     Put {
+        /// The bucket (its settings come from the cluster config; any name works).
         bucket: String,
+        /// The key within the bucket.
         key: String,
+        /// The value to store, as given.
         value: String,
+        /// The value's media type, returned with it on reads.
         #[arg(long, default_value = "text/plain")]
         content_type: String,
         #[command(flatten)]
         common: Common,
     },
-    /// Delete a key (with the context of your last read).
+    /// Delete a key: what your last read saw, or without a saved context what the node reads
+    /// now (a concurrent write it did not see survives).
     Delete {
+        /// The bucket.
         bucket: String,
+        /// The key within the bucket.
         key: String,
         #[command(flatten)]
         common: Common,
@@ -47,28 +57,77 @@ pub enum KvCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct Common {
-    /// Any node of the cluster.
-    #[arg(long, default_value = "http://127.0.0.1:8101")]
+    /// Any node of the cluster: `host:port` or `http://host:port`.
+    #[arg(long, default_value = "127.0.0.1:8101")]
     node: String,
+    /// Read quorum (1..n, one, quorum, all); default the bucket's.
     #[arg(long)]
     r: Option<String>,
+    /// Write quorum; default the bucket's.
     #[arg(long)]
     w: Option<String>,
+    /// Primaries that must answer a read.
     #[arg(long)]
     pr: Option<String>,
+    /// Primaries that must store a write.
     #[arg(long)]
     pw: Option<String>,
+    /// How long the node may take (docs/API.md `timeout_ms`).
     #[arg(long)]
     timeout_ms: Option<u64>,
     /// Send this causal context instead of the saved one.
     #[arg(long, conflicts_with = "no_context")]
     context: Option<String>,
-    /// Write blind: send no context (the write becomes a sibling of whatever is there).
+    /// Write blind: send no context (a put becomes a sibling of whatever is there).
     #[arg(long)]
     no_context: bool,
-    /// Where contexts are kept between calls.
-    #[arg(long, default_value = ".quorumkv-contexts.json")]
-    context_file: PathBuf,
+    /// Where contexts are kept between calls [default: $QUORUMKV_CONTEXTS, else
+    /// $XDG_STATE_HOME/quorumkv/contexts.json, else ~/.local/state/quorumkv/contexts.json].
+    #[arg(long, alias = "context-file")]
+    contexts: Option<PathBuf>,
+}
+
+/// The per-user context file: `$QUORUMKV_CONTEXTS`, else under `$XDG_STATE_HOME` or
+/// `~/.local/state`; the working directory only when none of these is set.
+fn default_contexts() -> PathBuf {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(path) = var("QUORUMKV_CONTEXTS") {
+        return path;
+    }
+    let state = var("XDG_STATE_HOME").or_else(|| var("HOME").map(|h| h.join(".local/state")));
+    match state {
+        Some(dir) => dir.join("quorumkv").join("contexts.json"),
+        None => PathBuf::from(".quorumkv-contexts.json"),
+    }
+}
+
+/// `host:port` or a URL, as a base URL without a trailing slash.
+pub fn base_url(node: &str) -> String {
+    let node = node.trim_end_matches('/');
+    if node.contains("://") {
+        node.to_owned()
+    } else {
+        format!("http://{node}")
+    }
+}
+
+/// An error with every cause it wraps ("error sending request ...: connection refused").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 pub fn run(cmd: KvCommand) -> ExitCode {
@@ -110,7 +169,8 @@ async fn execute(cmd: KvCommand) -> Result<ExitCode, String> {
         } => (Method::DELETE, bucket, key, None, None, common),
     };
     let id = format!("{bucket}/{key}");
-    let mut saved = load(&common.context_file);
+    let contexts = common.contexts.clone().unwrap_or_else(default_contexts);
+    let mut saved = load(&contexts);
     let mut query: Vec<(&str, String)> = [
         ("r", &common.r),
         ("w", &common.w),
@@ -128,7 +188,7 @@ async fn execute(cmd: KvCommand) -> Result<ExitCode, String> {
     }
     let url = format!(
         "{}/kv/{}/{}",
-        common.node.trim_end_matches('/'),
+        base_url(&common.node),
         utf8_percent_encode(&bucket, SEGMENT),
         utf8_percent_encode(&key, SEGMENT)
     );
@@ -151,7 +211,13 @@ async fn execute(cmd: KvCommand) -> Result<ExitCode, String> {
     if let Some(body) = body {
         request = request.body(body);
     }
-    let response = request.send().await.map_err(|e| e.to_string())?;
+    let response = request.send().await.map_err(|e| {
+        format!(
+            "cannot reach {}: {}",
+            base_url(&common.node),
+            with_causes(&e)
+        )
+    })?;
     let status = response.status();
     if let Some(token) = response
         .headers()
@@ -159,9 +225,17 @@ async fn execute(cmd: KvCommand) -> Result<ExitCode, String> {
         .and_then(|v| v.to_str().ok())
     {
         saved.insert(id.clone(), token.to_owned());
-        store(&common.context_file, &saved)?;
+        store(&contexts, &saved)?;
     }
-    let text = response.bytes().await.map_err(|e| e.to_string())?;
+    let text = response.bytes().await.map_err(|e| with_causes(&e))?;
+    if method == Method::DELETE && status.is_success() {
+        println!("deleted {id}");
+        if status == StatusCode::NO_CONTENT {
+            return Ok(ExitCode::SUCCESS);
+        }
+        // 200 or 300: values the delete did not cover (written concurrently) survive.
+        print!("still there, written concurrently: ");
+    }
     match status {
         StatusCode::OK => {
             println!("{}", String::from_utf8_lossy(&text));
@@ -180,17 +254,23 @@ async fn execute(cmd: KvCommand) -> Result<ExitCode, String> {
                 let value = s["value"].as_str().map(str::to_owned).unwrap_or_else(|| {
                     format!("base64:{}", s["value_base64"].as_str().unwrap_or(""))
                 });
+                let modified = s["modified_ms"].as_u64().map_or_else(String::new, |ms| {
+                    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                    format!(", modified {}", humantime::format_rfc3339_millis(at))
+                });
                 println!(
-                    "  [{}] {}  ({}, modified {} ms)",
+                    "  [{}] {}  ({}{modified})",
                     i + 1,
                     value,
                     s["content_type"].as_str().unwrap_or(""),
-                    s["modified_ms"]
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
-        StatusCode::NOT_FOUND if method == Method::DELETE => Ok(ExitCode::SUCCESS),
+        StatusCode::NOT_FOUND if method == Method::DELETE => {
+            println!("deleted {id}");
+            Ok(ExitCode::SUCCESS)
+        }
         StatusCode::NOT_FOUND => {
             println!("not found");
             Ok(ExitCode::FAILURE)
@@ -211,6 +291,10 @@ fn load(path: &Path) -> BTreeMap<String, String> {
 
 fn store(path: &Path, contexts: &BTreeMap<String, String>) -> Result<(), String> {
     let json = serde_json::to_vec_pretty(contexts).map_err(|e| e.to_string())?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {} for contexts: {e}", dir.display()))?;
+    }
     std::fs::write(path, json)
         .map_err(|e| format!("cannot save contexts to {}: {e}", path.display()))
 }

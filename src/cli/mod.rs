@@ -2,6 +2,7 @@
 
 mod dev;
 mod kv;
+mod port_holder;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,15 +41,19 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// The node's TOML config (format in API.md; examples in config/).
+    /// The node's TOML config (format in docs/API.md; examples in config/).
     #[arg(long)]
     config: PathBuf,
+    /// Overrides the config's `node_id` (must be one of `[cluster] members`).
     #[arg(long)]
     node_id: Option<String>,
+    /// Overrides the config's `http_addr`, where clients connect (IP:PORT).
     #[arg(long)]
     http_addr: Option<SocketAddr>,
+    /// Overrides the config's `peer_addr`, where other nodes connect (IP:PORT).
     #[arg(long)]
     peer_addr: Option<SocketAddr>,
+    /// Overrides the config's `data_dir`, the folder this node keeps its data in.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Also stop when stdin closes (how `dev` stops its nodes, and how they follow it if it dies).

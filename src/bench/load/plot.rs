@@ -26,7 +26,8 @@ pub fn latency_over_time(summary: &Summary, path: &Path) -> Result<(), String> {
     // The last, partial second would show as a fall to nothing.
     let whole = summary.elapsed_s.floor() as usize;
     let seconds = &summary.per_second[..summary.per_second.len().min(whole.max(1))];
-    let last = seconds.len().max(1) as f64;
+    // Points sit at 0, 1, ... len-1: the axis ends at the last one, not a second past it.
+    let last = seconds.len().saturating_sub(1).max(1) as f64;
     let max_ops = seconds.iter().map(|s| s.ops).max().unwrap_or(1).max(1) as f64;
     let max_ms = seconds
         .iter()
@@ -96,8 +97,8 @@ fn curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// One percentile curve per operation kind.
-pub fn percentiles(total: &Recorder, path: &Path) -> Result<(), String> {
+/// One percentile curve per operation kind, titled with the run it belongs to.
+pub fn percentiles(summary: &Summary, total: &Recorder, path: &Path) -> Result<(), String> {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let max_ms = total
@@ -106,7 +107,16 @@ pub fn percentiles(total: &Recorder, path: &Path) -> Result<(), String> {
         .map(|h| h.max() as f64 / 1000.0)
         .fold(0.1f64, f64::max);
     let mut chart = ChartBuilder::on(&root)
-        .caption("latency by percentile", ("sans-serif", 18))
+        .caption(
+            format!(
+                "workload {}: latency by percentile ({} ops, {} clients, {:.0} ops/s)",
+                summary.workload_name(),
+                summary.ops,
+                summary.settings.clients,
+                summary.ops_per_s
+            ),
+            ("sans-serif", 18),
+        )
         .margin(10)
         .margin_right(40)
         .x_label_area_size(30)

@@ -70,6 +70,8 @@ pub struct Summary {
     pub ops: u64,
     pub ops_per_s: f64,
     pub errors: u64,
+    /// Reads that found nothing (404): keys not written yet, not failures.
+    pub not_found: u64,
     /// Answers by HTTP status (or "transport" for a failed connection).
     pub outcomes: std::collections::BTreeMap<String, u64>,
     pub latency: std::collections::BTreeMap<String, Latency>,
@@ -115,6 +117,11 @@ impl Summary {
             ops: all.len(),
             ops_per_s: all.len() as f64 / elapsed.as_secs_f64().max(1e-9),
             errors,
+            not_found: total
+                .outcomes
+                .get(&super::record::Outcome::Status(404))
+                .copied()
+                .unwrap_or(0),
             outcomes: total
                 .outcomes
                 .iter()
@@ -157,8 +164,8 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "{} ops in {:.1} s = {:.0} ops/s, {} errors",
-            self.ops, self.elapsed_s, self.ops_per_s, self.errors
+            "{} ops in {:.1} s = {:.0} ops/s, {} errors, {} reads found nothing (404)",
+            self.ops, self.elapsed_s, self.ops_per_s, self.errors, self.not_found
         );
         let _ = writeln!(
             out,
