@@ -60,6 +60,8 @@ pub struct Config {
     pub anti_entropy: AntiEntropyConfig,
     #[serde(default)]
     pub handoff: HandoffConfig,
+    #[serde(default, skip_serializing_if = "SecurityConfig::is_default")]
+    pub security: SecurityConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -271,6 +273,25 @@ impl Default for HandoffConfig {
     }
 }
 
+/// Who may talk to the node. Without a cluster secret, node links are plain TCP and causal
+/// contexts are authenticated only against damage: fine on loopback, refused elsewhere unless
+/// `insecure = true` says, in so many words, that the network is trusted.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// The cluster secret's file (`quorumkv secret` makes one); every node holds the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+impl SecurityConfig {
+    fn is_default(&self) -> bool {
+        *self == SecurityConfig::default()
+    }
+}
+
 /// Bucket and key names: 1–255 bytes of URL-path-safe UTF-8 (API.md).
 pub const MAX_NAME_BYTES: usize = 255;
 
@@ -320,6 +341,7 @@ impl Config {
                 storage: StorageConfig::default(),
                 anti_entropy: AntiEntropyConfig::default(),
                 handoff: HandoffConfig::default(),
+                security: SecurityConfig::default(),
             })
             .collect()
     }
@@ -408,6 +430,16 @@ impl Config {
         }
         if self.handoff.interval_ms == 0 {
             return Err(invalid("handoff.interval_ms must be positive"));
+        }
+        let exposed = [self.http_addr, self.peer_addr]
+            .iter()
+            .any(|a| !a.ip().is_loopback());
+        if exposed && self.security.cluster_secret_file.is_none() && !self.security.insecure {
+            return Err(invalid(
+                "a node listening beyond loopback needs security.cluster_secret_file (make one \
+                 with `quorumkv secret`), or security.insecure = true to run without one on a \
+                 network you trust",
+            ));
         }
         Ok(())
     }

@@ -30,4 +30,5 @@ pub mod node;
 pub mod replica;
 pub mod ring;
 pub mod rpc;
+pub mod secret;
 pub mod storage;

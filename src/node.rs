@@ -11,13 +11,15 @@ use tokio::task::JoinHandle;
 
 use crate::anti_entropy;
 use crate::api::{self, AppState};
+use crate::causal::token::ContextKey;
 use crate::causal::{SystemClock, WallClock};
 use crate::cluster::{self, skew::Skew, Liveness};
 use crate::config::{Config, ConfigError};
 use crate::coordinator::{handoff, Coordinator, Service};
-use crate::net::{self, Dialer, Faults, Identity, Net, TcpDialer};
+use crate::net::{self, Dialer, Faults, Identity, Net, NoiseDialer, NoiseListener, TcpDialer};
 use crate::replica::{Limits, Replica, ReplicaError};
 use crate::ring::Ring;
+use crate::secret::ClusterSecret;
 
 /// How long shutdown waits for in-flight requests before letting go of the storage anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -34,6 +36,8 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Replica(#[from] ReplicaError),
+    #[error("{0}")]
+    Secret(String),
 }
 
 /// Sockets bound ahead of start, so tests can use port 0 and learn the ports first.
@@ -146,9 +150,23 @@ impl Node {
             .map_err(|e| ReplicaError::Identity(std::io::Error::other(e)))??
         };
         let replica = Arc::new(replica);
+        let secret = match &config.security.cluster_secret_file {
+            Some(path) => Some(ClusterSecret::load(path).map_err(NodeError::Secret)?),
+            None => None,
+        };
+        let contexts = secret.as_ref().map_or_else(
+            || ContextKey::from_settings(config.cluster_hash()),
+            |s| ContextKey::new(s.context_key()),
+        );
         let identity = Identity {
             node_id: config.node_id.clone(),
             cluster_hash: config.cluster_hash(),
+            members: config
+                .cluster
+                .members
+                .iter()
+                .map(|m| m.id.clone())
+                .collect(),
         };
         let peers = config
             .cluster
@@ -157,12 +175,11 @@ impl Node {
             .filter(|m| m.id != config.node_id)
             .map(|m| (m.id.clone(), m.peer_addr));
         let faults = seams.faults.clone();
-        let net = Arc::new(Net::new(
-            identity.clone(),
-            peers,
-            faults.clone(),
-            seams.dialer,
-        ));
+        let dialer: Arc<dyn Dialer> = match &secret {
+            Some(s) => Arc::new(NoiseDialer::new(seams.dialer, s.link_key())),
+            None => seams.dialer,
+        };
+        let net = Arc::new(Net::new(identity.clone(), peers, faults.clone(), dialer));
         let liveness = Arc::new(Liveness::new(
             config
                 .cluster
@@ -208,18 +225,23 @@ impl Node {
             let net = net.clone();
             Arc::new(move |peer: &str| net.heard_from(peer))
         };
-        let peer_task = tokio::spawn(net::serve(
-            listeners.peer,
-            identity,
-            Arc::new(Service::new(coordinator.clone())),
-            on_hello,
-        ));
+        let service = Arc::new(Service::new(coordinator.clone()));
+        let peer_task = match &secret {
+            Some(s) => tokio::spawn(net::serve(
+                NoiseListener::new(listeners.peer, s.link_key()),
+                identity,
+                service,
+                on_hello,
+            )),
+            None => tokio::spawn(net::serve(listeners.peer, identity, service, on_hello)),
+        };
         let app = api::router(AppState::new(api::Shared {
             coordinator,
             anti_entropy: ae_stats,
             config: config.clone(),
             started: Instant::now(),
             metrics: Arc::default(),
+            contexts,
         }));
         let (http_stop, stopped) = oneshot::channel::<()>();
         let listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {

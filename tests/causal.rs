@@ -165,8 +165,9 @@ proptest! {
             let state = KeyState::Siblings(set);
             prop_assert_eq!(KeyState::decode(&state.encode()), Ok(state));
             let context = r.join();
-            let t = token::encode(b"bucket", b"key", &context);
-            prop_assert_eq!(token::decode(b"bucket", b"key", &t), Ok(context));
+            let mac = token::ContextKey::new([5; 32]);
+            let t = token::encode(&mac, b"bucket", b"key", &context);
+            prop_assert_eq!(token::decode(&mac, b"bucket", b"key", &t), Ok(context));
         }
     }
 
@@ -178,15 +179,10 @@ proptest! {
             tagged.extend_from_slice(&bytes);
             let _ = KeyState::decode(&tagged);
         }
-        let _ = token::decode(b"b", b"k", &String::from_utf8_lossy(&bytes));
-        let _ = token::decode(b"b", b"k", &URL_SAFE_NO_PAD.encode(&bytes));
-        // Get past the checksum and the key binding too, so the entry parser sees the garbage.
-        let mut framed = vec![1];
-        framed.extend_from_slice(&crc32fast::hash(&[1, b'b', 1, b'k']).to_le_bytes());
-        framed.extend_from_slice(&bytes);
-        let crc = crc32fast::hash(&framed);
-        framed.extend_from_slice(&crc.to_le_bytes());
-        let _ = token::decode(b"b", b"k", &URL_SAFE_NO_PAD.encode(&framed));
+        // Past the tag too: `causal::token`'s own tests feed garbage bodies with valid tags.
+        let mac = token::ContextKey::new([5; 32]);
+        let _ = token::decode(&mac, b"b", b"k", &String::from_utf8_lossy(&bytes));
+        let _ = token::decode(&mac, b"b", b"k", &URL_SAFE_NO_PAD.encode(&bytes));
     }
 }
 

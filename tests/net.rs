@@ -27,6 +27,7 @@ fn identity(id: &str, hash: u64) -> Identity {
     Identity {
         node_id: id.into(),
         cluster_hash: hash,
+        members: vec!["client".into(), "server".into()],
     }
 }
 

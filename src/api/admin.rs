@@ -147,7 +147,7 @@ pub async fn replica(
     let mut body = json!({
         "siblings": siblings,
         "tombstone": stored.has_tombstone(),
-        "context": token::encode(bucket.as_bytes(), key.as_bytes(), &stored.context()),
+        "context": token::encode(&state.contexts, bucket.as_bytes(), key.as_bytes(), &stored.context()),
     });
     if let KeyState::Lww(reg) = &stored {
         body["timestamp"] = json!(reg.timestamp.physical_ms);

@@ -39,7 +39,12 @@ pub async fn get(
     if let Some(found) = &found {
         state.metrics.siblings(found.live_values().len());
     }
-    Ok(respond::state(&t.bucket, &t.key, found.as_ref()))
+    Ok(respond::state(
+        &state.contexts,
+        &t.bucket,
+        &t.key,
+        found.as_ref(),
+    ))
 }
 
 pub async fn put(
@@ -50,7 +55,8 @@ pub async fn put(
     body: Body,
 ) -> Result<Response, ApiError> {
     let t = target(&state, path, query.as_deref())?;
-    let context = params::context(&headers, &t.bucket, &t.key)?.unwrap_or_default();
+    let context =
+        params::context(&state.contexts, &headers, &t.bucket, &t.key)?.unwrap_or_default();
     let max = state.config.storage.max_value_bytes;
     let data = match to_bytes(body, max).await {
         Ok(data) => data.to_vec(),
@@ -93,7 +99,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let t = target(&state, path, query.as_deref())?;
     // Without a context, delete what a read at the request's `r` sees (API.md v2).
-    let context = match params::context(&headers, &t.bucket, &t.key)? {
+    let context = match params::context(&state.contexts, &headers, &t.bucket, &t.key)? {
         Some(context) => context,
         None => {
             state
@@ -116,7 +122,12 @@ async fn write(
         .put(&t.bucket, &t.key, &context, op, t.knobs.knobs)
         .await?;
     if t.knobs.return_body {
-        Ok(respond::state(&t.bucket, &t.key, Some(&after)))
+        Ok(respond::state(
+            &state.contexts,
+            &t.bucket,
+            &t.key,
+            Some(&after),
+        ))
     } else {
         Ok(StatusCode::NO_CONTENT.into_response())
     }

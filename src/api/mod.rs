@@ -19,6 +19,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::anti_entropy;
+use crate::causal::token::ContextKey;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 pub use error::ApiError;
@@ -36,6 +37,8 @@ pub struct Shared {
     pub started: Instant,
     /// Counted per client request; shared by the `/kv` middleware and `/metrics`.
     pub metrics: Arc<RequestMetrics>,
+    /// Authenticates the causal contexts this node issues and accepts.
+    pub contexts: ContextKey,
 }
 
 impl AppState {

@@ -8,7 +8,8 @@ use axum::http::HeaderMap;
 use percent_encoding::percent_decode_str;
 
 use super::error::ApiError;
-use crate::causal::{token, VersionVector};
+use crate::causal::token::{self, ContextKey};
+use crate::causal::VersionVector;
 use crate::config::{BucketProps, Quorum, MAX_NAME_BYTES};
 use crate::coordinator::Knobs;
 
@@ -149,6 +150,7 @@ pub fn knobs(query: Option<&str>, props: BucketProps) -> Result<RequestKnobs, Ap
 /// The causal context the client sent, or an empty one. A token that does not decode or
 /// belongs to another key is a 400, never ignored.
 pub fn context(
+    mac: &ContextKey,
     headers: &HeaderMap,
     bucket: &str,
     key: &str,
@@ -159,7 +161,7 @@ pub fn context(
     let text = value
         .to_str()
         .map_err(|_| ApiError::bad_request("bad_context", "X-Causal-Context is not ASCII"))?;
-    token::decode(bucket.as_bytes(), key.as_bytes(), text.trim())
+    token::decode(mac, bucket.as_bytes(), key.as_bytes(), text.trim())
         .map(Some)
         .map_err(|e| ApiError::bad_request("bad_context", e.to_string()))
 }

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::params::CONTEXT_HEADER;
-use crate::causal::{token, KeyState, Sibling};
+use crate::causal::token::{self, ContextKey};
+use crate::causal::{KeyState, Sibling};
 
 pub const TIMESTAMP_HEADER: &str = "x-timestamp";
 
@@ -32,11 +33,11 @@ pub fn ordered_siblings(state: &KeyState) -> Vec<&Sibling> {
 }
 
 /// The answer to a GET (or a write with `return_body=true`) for this state.
-pub fn state(bucket: &str, key: &str, state: Option<&KeyState>) -> Response {
+pub fn state(mac: &ContextKey, bucket: &str, key: &str, state: Option<&KeyState>) -> Response {
     let Some(state) = state else {
         return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such key").into_response();
     };
-    let context = token::encode(bucket.as_bytes(), key.as_bytes(), &state.context());
+    let context = token::encode(mac, bucket.as_bytes(), key.as_bytes(), &state.context());
     let live = ordered_siblings(state);
     let mut response = match live.as_slice() {
         [] => {

@@ -15,12 +15,10 @@ pub enum TokenError {
     TooLarge { max: usize },
     #[error("causal context token is not base64url")]
     NotBase64,
-    #[error("causal context token is damaged (checksum mismatch or truncated)")]
-    Damaged,
+    #[error("causal context token was not issued by this cluster for this key (damaged, truncated, forged, or another key's)")]
+    NotIssued,
     #[error("causal context token has unknown version {0}")]
     UnknownVersion(u8),
-    #[error("causal context token belongs to another key")]
-    WrongKey,
     #[error("causal context token is malformed: {0}")]
     Malformed(&'static str),
 }

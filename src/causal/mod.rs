@@ -6,7 +6,8 @@
 //! - [`LwwRegister`] and [`Hlc`]: last-write-wins for `conflict = "lww"` buckets, timestamped
 //!   by a hybrid logical clock that never goes backwards.
 //! - [`Sibling`]: a value with its metadata, or a tombstone; [`SiblingLimits`] caps them.
-//! - [`token`]: the opaque, key-bound, checksummed `X-Causal-Context` token.
+//! - [`token`]: the opaque `X-Causal-Context` token, authenticated by the cluster and bound
+//!   to its key.
 //! - [`KeyState`]: the versioned binary encoding of a key's state, for storage and the wire.
 //!
 //! Merge laws, relied on by read repair, hinted handoff and anti-entropy: `sync` and

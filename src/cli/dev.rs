@@ -67,9 +67,14 @@ pub fn run(args: DevArgs) -> ExitCode {
         .collect();
     let mut configs = Config::local_cluster(members, &args.data_dir);
     let threads = share_of_cores(configs.len());
+    let secret = match cluster_secret(&args.data_dir) {
+        Ok(path) => path,
+        Err(e) => return fail(1, e),
+    };
     for config in &mut configs {
         config.storage.sync = args.sync;
         config.worker_threads = Some(threads);
+        config.security.cluster_secret_file = Some(secret.clone());
     }
     if let Some(Err(e)) = configs.first().map(Config::validate) {
         return fail(EXIT_USAGE, e);
@@ -167,6 +172,19 @@ fn start(config: &Config, data_dir: &Path) -> Result<NodeProcess, String> {
         child,
         exited: false,
     })
+}
+
+/// The dev cluster's secret, made on first start and kept beside the data (absolute, so the
+/// configs dev writes work from any directory).
+fn cluster_secret(data_dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let path = std::path::absolute(data_dir.join("cluster.secret"))
+        .map_err(|e| format!("cannot resolve {}: {e}", data_dir.display()))?;
+    if !path.exists() {
+        super::write_secret(&path)?;
+    }
+    Ok(path)
 }
 
 /// Refuses to start when a port a node needs is taken, naming the process that holds it (a

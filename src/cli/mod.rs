@@ -37,6 +37,13 @@ enum Command {
     /// The load generator: run a workload against a cluster and report throughput and
     /// latency (table, JSON, SVG plots). `bench storage` measures the storage engine alone.
     Bench(BenchArgs),
+    /// Make a new cluster secret file: every node of a cluster is given the same one
+    /// (`[security] cluster_secret_file`); node links are encrypted and authenticated with it.
+    Secret {
+        /// Where to write it (created with mode 0600; an existing file is never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,7 +112,34 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Dev(args) => dev::run(args),
         Command::Kv(cmd) => kv::run(cmd),
+        Command::Secret { out } => match write_secret(&out) {
+            Ok(()) => {
+                println!(
+                    "wrote a new cluster secret to {}; copy it to every node and set \
+                     [security] cluster_secret_file",
+                    out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, e),
+        },
     }
+}
+
+/// Writes a new cluster secret to `path`, readable by its owner only; never overwrites.
+fn write_secret(path: &std::path::Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let secret = crate::secret::ClusterSecret::generate()?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(secret.to_file_text().as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn fail(code: u8, e: impl std::fmt::Display) -> ExitCode {

@@ -142,16 +142,16 @@ impl Drop for Forget<'_> {
 
 /// Writes queued frames, taking every frame already queued before flushing, so a busy
 /// connection sends many frames per syscall.
-pub(super) async fn write_frames<W: AsyncWrite + Unpin>(
+pub(super) async fn write_frames<W: AsyncWrite + Unpin, T: Into<Bytes>>(
     mut writer: FramedWrite<W, LengthDelimitedCodec>,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<T>,
 ) {
     while let Some(first) = rx.recv().await {
-        if writer.feed(first).await.is_err() {
+        if writer.feed(first.into()).await.is_err() {
             return;
         }
         while let Ok(more) = rx.try_recv() {
-            if writer.feed(more).await.is_err() {
+            if writer.feed(more.into()).await.is_err() {
                 return;
             }
         }
@@ -159,7 +159,7 @@ pub(super) async fn write_frames<W: AsyncWrite + Unpin>(
         // write: a busy node makes far fewer write syscalls for a few microseconds of delay.
         tokio::task::yield_now().await;
         while let Ok(more) = rx.try_recv() {
-            if writer.feed(more).await.is_err() {
+            if writer.feed(more.into()).await.is_err() {
                 return;
             }
         }

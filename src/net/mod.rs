@@ -20,6 +20,8 @@
 mod conn;
 mod faults;
 pub mod frame;
+mod noise;
+mod secure;
 mod server;
 
 use std::collections::HashMap;
@@ -35,6 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use conn::Conn;
 pub use faults::{Faults, Rule};
+pub use secure::{NoiseDialer, NoiseListener};
 pub use server::{serve, OnHello};
 
 /// How long dialing plus the handshake may take.
@@ -127,6 +130,8 @@ pub enum NetError {
 pub struct Identity {
     pub node_id: String,
     pub cluster_hash: u64,
+    /// Every member's id: a peer whose hello names anyone else is refused.
+    pub members: Vec<String>,
 }
 
 struct Peer {

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -16,7 +17,22 @@ use super::{Handler, Identity, Listener, Stream};
 
 /// A connection must say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-const RESPONSE_QUEUE: usize = 4096;
+/// Requests of one connection being handled or answered and not yet written, at most. At the
+/// bound the connection is not read further (back-pressure on the peer), so what a peer that
+/// never reads its answers can pin is this many answers.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// An answer waiting for the writer, holding its request's in-flight slot until it is written.
+struct Answer {
+    frame: Bytes,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl From<Answer> for Bytes {
+    fn from(answer: Answer) -> Bytes {
+        answer.frame
+    }
+}
 
 /// Told the id of each peer that completes a handshake (the client side uses it to stop
 /// backing off from a peer that is evidently back).
@@ -65,6 +81,10 @@ async fn serve_connection(
         tracing::warn!(%addr, "closing a connection on the peer port that did not start with a valid hello");
         return;
     };
+    if !me.members.contains(&hello.node_id) || hello.node_id == me.node_id {
+        tracing::warn!(%addr, peer = %hello.node_id, "refusing peer: it names itself as a node that is not a member of this cluster");
+        return;
+    }
     if hello.protocol != PROTOCOL_VERSION || hello.cluster_hash != me.cluster_hash {
         tracing::warn!(
             %addr,
@@ -85,11 +105,18 @@ async fn serve_connection(
         return;
     }
     on_hello(&hello.node_id);
-    let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
+    let (tx, rx) = mpsc::channel::<Answer>(MAX_IN_FLIGHT);
     let mut tasks = JoinSet::new();
     tasks.spawn(write_frames(writer, rx));
     let from: Arc<str> = hello.node_id.into();
-    while let Some(Ok(raw)) = reader.next().await {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(Ok(raw)) = reader.next().await else {
+            break;
+        };
         let Some(request) = Frame::decode(raw).filter(|f| f.kind == Kind::Request) else {
             tracing::warn!(%addr, peer = %from, "peer sent a malformed frame; disconnecting");
             return;
@@ -102,7 +129,12 @@ async fn serve_connection(
                 id: request.id,
                 body,
             };
-            let _ = tx.send(response.encode()).await;
+            let _ = tx
+                .send(Answer {
+                    frame: response.encode(),
+                    _slot: slot,
+                })
+                .await;
         });
         // Reap finished request tasks so a long-lived connection does not accumulate them.
         while tasks.try_join_next().is_some() {}

@@ -100,6 +100,10 @@ impl Cluster {
     /// Starts `nodes` nodes on subnet `subnet`.
     pub fn start(subnet: u8, nodes: usize) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        // As a real deployment runs: node links encrypted under a cluster secret.
+        let secret = quorumkv::secret::ClusterSecret::generate().expect("random");
+        let secret_path = dir.path().join("cluster.secret");
+        std::fs::write(&secret_path, secret.to_file_text()).expect("secret");
         let members: Vec<String> = (0..nodes)
             .map(|i| {
                 format!(
@@ -115,7 +119,8 @@ impl Cluster {
                 "node_id = \"n{n}\"\nhttp_addr = \"{a}:{HTTP_PORT}\"\npeer_addr = \"{a}:{PEER_PORT}\"\n\
                  data_dir = \"{d}\"\nworker_threads = 1\n\n[cluster]\nring_size = 64\nmembers = [\n{m}\n]\n\n\
                  [buckets.sessions]\nconflict = \"lww\"\n\n[anti_entropy]\ninterval_ms = {ae}\n\n\
-                 [handoff]\ninterval_ms = 200\n",
+                 [handoff]\ninterval_ms = 200\n\n[security]\ncluster_secret_file = \"{s}\"\n",
+                s = secret_path.display(),
                 n = i + 1,
                 a = ip(subnet, i),
                 d = dir.path().join(format!("n{}", i + 1)).display(),
@@ -154,7 +159,23 @@ impl Cluster {
         self.children[i] = Some(child);
     }
 
-    fn log(&self, i: usize) -> PathBuf {
+    /// The cluster secret every node was given.
+    pub fn secret_path(&self) -> PathBuf {
+        self.dir.path().join("cluster.secret")
+    }
+
+    /// Node `i`'s pid, if it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.children[i].as_ref().map(Child::id)
+    }
+
+    pub fn peer_addr(&self, i: usize) -> std::net::SocketAddr {
+        format!("{}:{PEER_PORT}", ip(self.subnet, i))
+            .parse()
+            .expect("peer address")
+    }
+
+    pub fn log(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("n{}.log", i + 1))
     }
 

@@ -1,0 +1,163 @@
+//! The peer port against strangers, on the real binary (each node a `quorumkv serve` process
+//! whose links are encrypted under a cluster secret): floods before authentication cost the
+//! node a bounded amount of memory (RSS measured), handshakes that never finish are closed
+//! within the handshake deadline, and a wrong secret is refused with a log line that does not
+//! give the secret away.
+
+mod procs;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use procs::{all_up, client, wait_until, Cluster};
+use quorumkv::net::{Faults, Identity, Net, NoiseDialer, TcpDialer};
+use quorumkv::secret::ClusterSecret;
+
+const NODES: usize = 3;
+/// What the floods below may add to the node's resident memory.
+const RSS_BOUND_MIB: u64 = 32;
+
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
+}
+
+/// Whether the node has closed this connection (a read sees the end or a reset).
+fn is_closed(s: &TcpStream) -> bool {
+    if s.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut byte = [0; 1];
+    match (&*s).read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => panic!("the node sent bytes to a connection that never authenticated"),
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+async fn started(c: &Cluster) -> reqwest::Client {
+    let http = client();
+    if !wait_until(Duration::from_secs(20), async || all_up(&http, c).await).await {
+        c.dump_logs();
+        panic!("the cluster did not come up");
+    }
+    http
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_on_the_peer_port_cost_little_and_learn_nothing() {
+    let c = Cluster::start(76, NODES);
+    let http = started(&c).await;
+    let pid = c.pid(0).expect("n1 runs");
+    let target = c.peer_addr(0);
+
+    // A member's config with the wrong secret: refused, and the log says so without it.
+    let secret_text = std::fs::read_to_string(c.secret_path()).expect("secret");
+    let wrong = ClusterSecret::generate().expect("random");
+    let net = Net::new(
+        Identity {
+            node_id: "n2".into(),
+            cluster_hash: 0,
+            members: vec!["n1".into(), "n2".into(), "n3".into()],
+        },
+        [("n1".to_owned(), target)],
+        Arc::new(Faults::default()),
+        Arc::new(NoiseDialer::new(
+            Arc::new(TcpDialer::default()),
+            wrong.link_key(),
+        )),
+    );
+    let refused = net
+        .call(
+            "n1",
+            bytes::Bytes::from_static(b"x"),
+            Duration::from_secs(3),
+        )
+        .await;
+    assert!(refused.is_err());
+    let logged = wait_until(Duration::from_secs(10), async || {
+        std::fs::read_to_string(c.log(0))
+            .unwrap_or_default()
+            .contains("does not hold this cluster's secret")
+    })
+    .await;
+    let log = std::fs::read_to_string(c.log(0)).unwrap_or_default();
+    assert!(logged, "no refusal logged");
+    assert!(
+        !log.contains(secret_text.trim()),
+        "the log shows the secret"
+    );
+    assert!(!log.contains(wrong.to_file_text().trim()));
+
+    let before = rss_mib(pid);
+
+    // 20 connections that announce a huge frame and push 48 MiB each, unauthenticated.
+    let pushers: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let Ok(mut s) = TcpStream::connect(target) else {
+                    return 0u64;
+                };
+                let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+                let chunk = vec![0xff; 64 * 1024];
+                let mut sent = 0u64;
+                while sent < 48 << 20 {
+                    match s.write(&chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => sent += n as u64,
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut peak = before;
+    while pushers.iter().any(|p| !p.is_finished()) {
+        peak = peak.max(rss_mib(pid));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pushed: u64 = pushers.into_iter().map(|p| p.join().unwrap_or(0)).sum();
+    eprintln!(
+        "pre-auth flood: {} MiB offered over 20 connections; node RSS {before} -> peak {peak} MiB",
+        pushed >> 20
+    );
+    assert!(
+        peak <= before + RSS_BOUND_MIB,
+        "RSS grew from {before} to {peak} MiB"
+    );
+
+    // 300 connections that never say anything: beyond the cap they are closed at once, the
+    // rest when the handshake deadline passes.
+    let idle: Vec<TcpStream> = (0..300)
+        .filter_map(|_| TcpStream::connect(target).ok())
+        .collect();
+    let opened = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let early = idle.iter().filter(|s| is_closed(s)).count();
+    // Members keep working meanwhile over the connections they hold.
+    let put = http
+        .put(c.url(1, "/kv/carts/during-flood?w=all"))
+        .header("content-type", "text/plain")
+        .body("fine")
+        .send()
+        .await
+        .expect("put");
+    assert!(put.status().is_success(), "{}", put.status());
+    let all_closed = wait_until(Duration::from_secs(8), async || idle.iter().all(is_closed)).await;
+    eprintln!(
+        "{} silent connections: {early} closed within 1 s, all closed within {:?}",
+        idle.len(),
+        opened.elapsed()
+    );
+    assert!(early >= idle.len() - 64, "only {early} closed at once");
+    assert!(
+        all_closed,
+        "silent connections outlived the handshake deadline"
+    );
+}
