@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 duration=${DURATION:-20s}
 mkdir -p results
 out="results/bench-ceiling-$(date -u +%Y%m%dT%H%M%SZ).txt"
-cargo build --release --quiet
-bin=./target/release/quorumkv
+cargo build --profile dist --quiet
+bin=./target/dist/quorumkv
 $bin bench ceiling >/dev/null 2>&1 &
 ceiling=$!
 trap 'kill -INT $ceiling 2>/dev/null; wait $ceiling 2>/dev/null' EXIT

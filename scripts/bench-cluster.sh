@@ -9,8 +9,8 @@ duration=${DURATION:-20s}
 mkdir -p results
 out="results/bench-cluster-$(date -u +%Y%m%dT%H%M%SZ).txt"
 data=$(mktemp -d)
-cargo build --release --quiet
-./target/release/quorumkv dev --data-dir "$data" >"$data/dev.log" 2>&1 &
+cargo build --profile dist --quiet
+./target/dist/quorumkv dev --data-dir "$data" >"$data/dev.log" 2>&1 &
 dev=$!
 trap 'kill -INT $dev 2>/dev/null; wait $dev 2>/dev/null; rm -rf "$data"' EXIT
 for port in 8101 8102 8103; do

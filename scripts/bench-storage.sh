@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p results
 out="results/bench-storage-$(date -u +%Y%m%dT%H%M%SZ).txt"
-cargo build --release --quiet
-./target/release/quorumkv bench storage "$@" | tee "$out"
+cargo build --profile dist --quiet
+./target/dist/quorumkv bench storage "$@" | tee "$out"
 echo "saved to $out"

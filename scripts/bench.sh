@@ -11,8 +11,8 @@ sync=${SYNC:-always}
 out="results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 data=$(mktemp -d)
-cargo build --release --quiet
-bin=./target/release/quorumkv
+cargo build --profile dist --quiet
+bin=./target/dist/quorumkv
 $bin dev --data-dir "$data" --sync "$sync" >"$out/dev.log" 2>&1 &
 dev=$!
 trap 'kill -INT $dev 2>/dev/null; wait $dev 2>/dev/null; rm -rf "$data"' EXIT

@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 keys=${KEYS:-10000}
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 1; }
-cargo build --release --quiet
-bin=./target/release/quorumkv
+cargo build --profile dist --quiet
+bin=./target/dist/quorumkv
 dir=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
