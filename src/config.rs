@@ -62,6 +62,24 @@ pub struct Config {
     pub handoff: HandoffConfig,
     #[serde(default, skip_serializing_if = "SecurityConfig::is_default")]
     pub security: SecurityConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// The client listener's limits (timeouts are fixed: `api::server`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Client connections at once; past it a connection is answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_connections: 768,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -342,6 +360,7 @@ impl Config {
                 anti_entropy: AntiEntropyConfig::default(),
                 handoff: HandoffConfig::default(),
                 security: SecurityConfig::default(),
+                http: HttpConfig::default(),
             })
             .collect()
     }
@@ -430,6 +449,9 @@ impl Config {
         }
         if self.handoff.interval_ms == 0 {
             return Err(invalid("handoff.interval_ms must be positive"));
+        }
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections must be positive"));
         }
         let exposed = [self.http_addr, self.peer_addr]
             .iter()

@@ -244,21 +244,14 @@ impl Node {
             contexts,
         }));
         let (http_stop, stopped) = oneshot::channel::<()>();
-        let listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let http_task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let http_task = tokio::spawn(api::server::serve(
+            listeners.http,
+            app,
+            config.http.max_connections,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         tracing::info!(node = %config.node_id, %http_addr, %peer_addr, actor = %replica.actor(), "node started");
         Ok(Node {
             node_id: config.node_id.clone(),

@@ -12,6 +12,8 @@ use crate::causal::MAX_NAME_LEN;
 use crate::rpc::WriteOp;
 
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+/// How long a request body may take to arrive (a 1 MiB value needs far less on any link).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Bucket, key and knobs of a `/kv` request.
 struct Target {
@@ -58,19 +60,36 @@ pub async fn put(
     let context =
         params::context(&state.contexts, &headers, &t.bucket, &t.key)?.unwrap_or_default();
     let max = state.config.storage.max_value_bytes;
-    let data = match to_bytes(body, max).await {
-        Ok(data) => data.to_vec(),
-        Err(e) if is_length_limit(&e) => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "value_too_large",
-                format!("values are limited to {max} bytes"),
-            ))
-        }
-        Err(e) => {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!("values are limited to {max} bytes"),
+        )
+    };
+    // Refused from the header, before a byte of the body is read (and without the
+    // `100 Continue` a client waiting on `Expect` would otherwise get).
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(too_large());
+    }
+    let data = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, max)).await {
+        Ok(Ok(data)) => data.to_vec(),
+        Ok(Err(e)) if is_length_limit(&e) => return Err(too_large()),
+        Ok(Err(e)) => {
             return Err(ApiError::bad_request(
                 "bad_body",
                 format!("could not read the body: {e}"),
+            ))
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {BODY_TIMEOUT:?}"),
             ))
         }
     };

@@ -9,6 +9,7 @@ mod kv;
 mod metrics;
 mod params;
 mod respond;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -76,7 +77,44 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/replica/{bucket}/{key}", get(admin::replica))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(limits))
         .with_state(state)
+}
+
+/// Longest request target accepted (the path and query of any valid request are far shorter).
+const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most header bytes answered with a JSON 431; hyper's own limit (with an empty 431) is
+/// `server::MAX_HEADER_BYTES`, twice this.
+const MAX_HEADERS_BYTES: usize = server::MAX_HEADER_BYTES / 2;
+
+/// Refuses over-long targets and headers with the JSON errors of docs/API.md.
+async fn limits(
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if request.uri().to_string().len() > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("request targets are limited to {MAX_URI_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADERS_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("request headers are limited to {MAX_HEADERS_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {

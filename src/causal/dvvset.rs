@@ -180,7 +180,10 @@ impl<V: Clone> DvvSet<V> {
         match self.entries.binary_search_by(|e| e.actor.cmp(actor)) {
             Ok(at) => {
                 let e = &mut self.entries[at];
-                e.counter += 1;
+                // Never wraps: 2^64 events of one actor cannot happen, and no client can raise
+                // a counter (contexts are authenticated), so saturating only guards a damaged
+                // state from wrapping or panicking.
+                e.counter = e.counter.saturating_add(1);
                 e.values.insert(0, value);
             }
             Err(at) => self.entries.insert(
@@ -215,7 +218,7 @@ impl<V> DvvSet<V> {
             e.values
                 .iter()
                 .enumerate()
-                .map(move |(i, v)| (&e.actor, e.counter - i as u64, v))
+                .map(move |(i, v)| (&e.actor, e.counter.saturating_sub(i as u64), v))
         })
     }
 
