@@ -41,6 +41,10 @@ pub struct DevArgs {
     /// commit), interval, or none.
     #[arg(long, value_enum, default_value = "always")]
     sync: SyncSetting,
+    /// Plain node links, without the cluster secret `dev` otherwise makes (to measure what
+    /// encryption costs; loopback only, as `dev` always is).
+    #[arg(long)]
+    no_secret: bool,
 }
 
 /// One running node process.
@@ -67,14 +71,18 @@ pub fn run(args: DevArgs) -> ExitCode {
         .collect();
     let mut configs = Config::local_cluster(members, &args.data_dir);
     let threads = share_of_cores(configs.len());
-    let secret = match cluster_secret(&args.data_dir) {
-        Ok(path) => path,
-        Err(e) => return fail(1, e),
+    let secret = if args.no_secret {
+        None
+    } else {
+        match cluster_secret(&args.data_dir) {
+            Ok(path) => Some(path),
+            Err(e) => return fail(1, e),
+        }
     };
     for config in &mut configs {
         config.storage.sync = args.sync;
         config.worker_threads = Some(threads);
-        config.security.cluster_secret_file = Some(secret.clone());
+        config.security.cluster_secret_file.clone_from(&secret);
     }
     if let Some(Err(e)) = configs.first().map(Config::validate) {
         return fail(EXIT_USAGE, e);
