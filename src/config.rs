@@ -300,6 +300,10 @@ pub struct SecurityConfig {
     /// The cluster secret's file (`quorumkv secret` makes one); every node holds the same.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// Client tokens (hashed) and their grants (`quorumkv token` makes entries); without it
+    /// every client may do everything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
 }
@@ -456,11 +460,13 @@ impl Config {
         let exposed = [self.http_addr, self.peer_addr]
             .iter()
             .any(|a| !a.ip().is_loopback());
-        if exposed && self.security.cluster_secret_file.is_none() && !self.security.insecure {
+        let unprotected =
+            self.security.cluster_secret_file.is_none() || self.security.tokens_file.is_none();
+        if exposed && unprotected && !self.security.insecure {
             return Err(invalid(
-                "a node listening beyond loopback needs security.cluster_secret_file (make one \
-                 with `quorumkv secret`), or security.insecure = true to run without one on a \
-                 network you trust",
+                "a node listening beyond loopback needs security.cluster_secret_file and \
+                 security.tokens_file (`quorumkv secret`, `quorumkv token`), or \
+                 security.insecure = true to run without them on a network you trust",
             ));
         }
         Ok(())

@@ -37,7 +37,7 @@ pub enum NodeError {
     #[error(transparent)]
     Replica(#[from] ReplicaError),
     #[error("{0}")]
-    Secret(String),
+    Security(String),
 }
 
 /// Sockets bound ahead of start, so tests can use port 0 and learn the ports first.
@@ -151,7 +151,11 @@ impl Node {
         };
         let replica = Arc::new(replica);
         let secret = match &config.security.cluster_secret_file {
-            Some(path) => Some(ClusterSecret::load(path).map_err(NodeError::Secret)?),
+            Some(path) => Some(ClusterSecret::load(path).map_err(NodeError::Security)?),
+            None => None,
+        };
+        let tokens = match &config.security.tokens_file {
+            Some(path) => Some(api::auth::Tokens::load(path).map_err(NodeError::Security)?),
             None => None,
         };
         let contexts = secret.as_ref().map_or_else(
@@ -242,6 +246,7 @@ impl Node {
             started: Instant::now(),
             metrics: Arc::default(),
             contexts,
+            tokens,
         }));
         let (http_stop, stopped) = oneshot::channel::<()>();
         let http_task = tokio::spawn(api::server::serve(

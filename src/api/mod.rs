@@ -4,6 +4,7 @@
 //! (`respond`); every error is JSON (`error`). No client input reaches a panic or a 500.
 
 mod admin;
+pub mod auth;
 mod error;
 mod kv;
 mod metrics;
@@ -40,6 +41,8 @@ pub struct Shared {
     pub metrics: Arc<RequestMetrics>,
     /// Authenticates the causal contexts this node issues and accepts.
     pub contexts: ContextKey,
+    /// Client tokens and grants; `None` lets every client do everything (loopback only).
+    pub tokens: Option<auth::Tokens>,
 }
 
 impl AppState {
@@ -77,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/replica/{bucket}/{key}", get(admin::replica))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::check))
         .layer(middleware::from_fn(limits))
         .with_state(state)
 }

@@ -81,6 +81,9 @@ pub struct Common {
     /// Write blind: send no context (a put becomes a sibling of whatever is there).
     #[arg(long)]
     no_context: bool,
+    /// The client token, when the cluster requires one.
+    #[arg(long, env = "QUORUMKV_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Where contexts are kept between calls [default: $QUORUMKV_CONTEXTS, else
     /// $XDG_STATE_HOME/quorumkv/contexts.json, else ~/.local/state/quorumkv/contexts.json].
     #[arg(long, alias = "context-file")]
@@ -207,6 +210,9 @@ async fn execute(cmd: KvCommand) -> Result<ExitCode, String> {
     }
     if let Some(ct) = content_type {
         request = request.header("content-type", ct);
+    }
+    if let Some(token) = &common.token {
+        request = request.bearer_auth(token);
     }
     if let Some(body) = body {
         request = request.body(body);

@@ -44,6 +44,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make a client token: prints the token (once) and the entry to add to every node's
+    /// `[security] tokens_file`, which keeps only its hash.
+    Token {
+        /// Who holds it (shown in logs).
+        #[arg(long)]
+        name: String,
+        /// `BUCKET=ACCESS[,ACCESS]` with access read, write or admin; BUCKET `*` is every
+        /// bucket. Repeat for several buckets.
+        #[arg(long = "grant", required = true)]
+        grants: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -112,6 +123,14 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Dev(args) => dev::run(args),
         Command::Kv(cmd) => kv::run(cmd),
+        Command::Token { name, grants } => match token_entry(&name, &grants) {
+            Ok((token, entry)) => {
+                println!("token for {name} (shown once; hand it to the client):\n{token}\n");
+                println!("add to the tokens file of every node:\n{entry}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_USAGE, e),
+        },
         Command::Secret { out } => match write_secret(&out) {
             Ok(()) => {
                 println!(
@@ -124,6 +143,32 @@ pub fn main() -> ExitCode {
             Err(e) => fail(1, e),
         },
     }
+}
+
+/// A new token and its tokens-file entry (TOML), from `--grant BUCKET=read,write` flags.
+fn token_entry(name: &str, grants: &[String]) -> Result<(String, String), String> {
+    let mut table = String::new();
+    for grant in grants {
+        let (bucket, access) = grant
+            .split_once('=')
+            .ok_or_else(|| format!("--grant {grant:?}: expected BUCKET=read,write,admin"))?;
+        let mut list = Vec::new();
+        for a in access.split(',').map(str::trim) {
+            if !["read", "write", "admin"].contains(&a) {
+                return Err(format!(
+                    "--grant {grant:?}: {a:?} is not read, write or admin"
+                ));
+            }
+            list.push(format!("{a:?}"));
+        }
+        table.push_str(&format!("{:?} = [{}], ", bucket.trim(), list.join(", ")));
+    }
+    let (token, hash) = crate::api::auth::new_token()?;
+    let entry = format!(
+        "[[token]]\nname = {name:?}\nblake3 = \"{hash}\"\ngrants = {{ {} }}\n",
+        table.trim_end_matches([',', ' '])
+    );
+    Ok((token, entry))
 }
 
 /// Writes a new cluster secret to `path`, readable by its owner only; never overwrites.

@@ -18,13 +18,19 @@ pub struct Answer {
 
 pub struct Client {
     host: String,
+    /// `Bearer <token>`, when the cluster requires one.
+    authorization: Option<String>,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Client {
     /// `host` is `ip:port`; the connection is made on first use.
-    pub fn new(host: String) -> Self {
-        Client { host, sender: None }
+    pub fn new(host: String, token: Option<&str>) -> Self {
+        Client {
+            host,
+            authorization: token.map(|t| format!("Bearer {t}")),
+            sender: None,
+        }
     }
 
     /// Dials now, so that the first measured request does not pay for the connection.
@@ -74,6 +80,9 @@ impl Client {
         }
         if let Some(token) = context {
             request = request.header(CONTEXT_HEADER, token);
+        }
+        if let Some(auth) = &self.authorization {
+            request = request.header(header::AUTHORIZATION, auth);
         }
         let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
         let response = sender

@@ -85,6 +85,9 @@ pub struct LoadArgs {
     /// Skip the preload: reads of keys not yet written are 404s (counted apart, not as errors).
     #[arg(long, overrides_with = "preload")]
     pub no_preload: bool,
+    /// The client token, when the cluster requires one.
+    #[arg(long, env = "QUORUMKV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Folder for the JSON results and the SVG plots.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -225,8 +228,9 @@ async fn preload(args: &LoadArgs, bucket: &str, query: &str, value: &Bytes) -> u
         let host = host(&args.nodes[index as usize % args.nodes.len()]);
         let (clients, keys) = (args.clients.min(args.keys), args.keys);
         let (bucket, query, value) = (bucket.to_owned(), query.to_owned(), value.clone());
+        let token = args.token.clone();
         tasks.push(tokio::spawn(async move {
-            let mut client = Client::new(host);
+            let mut client = Client::new(host, token.as_deref());
             let mut failed = 0;
             let mut key = index;
             while key < keys {
@@ -346,7 +350,10 @@ async fn run_async(args: LoadArgs) -> Result<(), String> {
     }
     // Every client connects, and allocates its histograms, before the clock starts.
     let clients = futures::future::join_all((0..args.clients).map(|i| {
-        let mut client = Client::new(host(&args.nodes[i as usize % args.nodes.len()]));
+        let mut client = Client::new(
+            host(&args.nodes[i as usize % args.nodes.len()]),
+            args.token.as_deref(),
+        );
         async move { client.connect().await.map(|()| (client, Recorder::new())) }
     }))
     .await
