@@ -7,9 +7,15 @@
 mod procs;
 
 use std::io::{Read, Write};
+
+use bytes::{BufMut, BytesMut};
+use quorumkv::net::frame::{Frame, Hello, Kind, PROTOCOL_VERSION};
+use quorumkv::net::Dialer;
+use quorumkv::rpc::{self, Request};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 
 use procs::{all_up, client, wait_until, Cluster};
 use quorumkv::net::{Faults, Identity, Net, NoiseDialer, TcpDialer};
@@ -160,4 +166,71 @@ async fn strangers_on_the_peer_port_cost_little_and_learn_nothing() {
         all_closed,
         "silent connections outlived the handshake deadline"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_reads_its_answers_pins_a_bounded_amount_of_memory() {
+    let c = Cluster::start(77, NODES);
+    let http = started(&c).await;
+    let value = "v".repeat(512 * 1024);
+    let put = http
+        .put(c.url(0, "/kv/carts/big?w=all"))
+        .header("content-type", "text/plain")
+        .body(value)
+        .send()
+        .await
+        .expect("put");
+    assert!(put.status().is_success(), "{}", put.status());
+    let pid = c.pid(0).expect("n1 runs");
+    let before = rss_mib(pid);
+    let secret = ClusterSecret::load(&c.secret_path()).expect("secret");
+    let config = quorumkv::config::Config::load(&c.config_path(0)).expect("config");
+    let dialer = NoiseDialer::new(Arc::new(TcpDialer::default()), secret.link_key());
+    let mut stream = dialer.dial(c.peer_addr(0)).await.expect("handshake");
+    let frame = |f: Frame| {
+        let body = f.encode();
+        let mut out = BytesMut::with_capacity(4 + body.len());
+        out.put_u32(body.len() as u32);
+        out.extend_from_slice(&body);
+        out
+    };
+    let hello = Hello {
+        node_id: "n2".into(),
+        cluster_hash: config.cluster_hash(),
+        protocol: PROTOCOL_VERSION,
+    };
+    let mut pipeline = frame(hello.frame());
+    let read = rpc::encode(&Request::Read {
+        bucket: "carts".into(),
+        key: "big".into(),
+    });
+    for id in 1..=4000u64 {
+        pipeline.extend_from_slice(&frame(Frame {
+            kind: Kind::Request,
+            id,
+            body: read.clone().into(),
+        }));
+    }
+    // The node stops reading once its in-flight bound is reached, so this write may never
+    // finish: that is the back-pressure under test.
+    let _ = tokio::time::timeout(Duration::from_secs(3), stream.write_all(&pipeline)).await;
+    let mut peak = before;
+    let sampling = Instant::now();
+    while sampling.elapsed() < Duration::from_secs(3) {
+        peak = peak.max(rss_mib(pid));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "4,000 pipelined reads of a 512 KiB value, answers never read: node RSS {before} -> peak {peak} MiB"
+    );
+    // 64 answers of 512 KiB, their encryption and socket buffers.
+    assert!(peak <= before + 96, "RSS grew from {before} to {peak} MiB");
+    // The node is fine meanwhile.
+    let got = http
+        .get(c.url(1, "/kv/carts/big"))
+        .send()
+        .await
+        .expect("get");
+    assert!(got.status().is_success());
+    drop(stream);
 }

@@ -159,6 +159,11 @@ impl Cluster {
         self.children[i] = Some(child);
     }
 
+    /// Node `i`'s config file.
+    pub fn config_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("n{}.toml", i + 1))
+    }
+
     /// The cluster secret every node was given.
     pub fn secret_path(&self) -> PathBuf {
         self.dir.path().join("cluster.secret")
