@@ -1,9 +1,56 @@
-//! The messages nodes exchange over [`crate::net`], encoded with postcard. The transport carries
-//! them as opaque bytes; the coordinator sends them and the replica service answers them.
+//! The messages nodes exchange over [`crate::net`], encoded with postcard, and [`call`], the one
+//! typed way to send one: the transport carries opaque bytes; the coordinator sends requests
+//! and the replica service answers them.
 
+use std::time::Duration;
+
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::causal::{Actor, VersionVector};
+use crate::net::{Net, NetError};
+
+/// Why a call got no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("peer {0} answered with something that does not decode")]
+    Undecodable(String),
+}
+
+impl CallError {
+    /// Silence, not a refusal: the request may still take effect there.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, CallError::Net(NetError::Timeout(_)))
+    }
+}
+
+/// Sends `request` to `peer` and decodes its answer, within `timeout`.
+pub async fn call(
+    net: &Net,
+    peer: &str,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, CallError> {
+    call_measured(net, peer, request, timeout)
+        .await
+        .map(|(response, _)| response)
+}
+
+/// [`call`], also returning the bytes it moved (request and answer).
+pub async fn call_measured(
+    net: &Net,
+    peer: &str,
+    request: &Request,
+    timeout: Duration,
+) -> Result<(Response, u64), CallError> {
+    let body = Bytes::from(encode(request));
+    let sent = body.len() as u64;
+    let raw = net.call(peer, body, timeout).await?;
+    let response = decode(&raw).ok_or_else(|| CallError::Undecodable(peer.to_owned()))?;
+    Ok((response, sent + raw.len() as u64))
+}
 
 /// What a client write does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

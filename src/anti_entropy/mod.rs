@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::Serialize;
 
@@ -228,15 +227,11 @@ async fn call(
     request: Request,
     bytes: &mut u64,
 ) -> Result<Response, String> {
-    let body = Bytes::from(rpc::encode(&request));
-    *bytes += body.len() as u64;
-    let raw = c
-        .net()
-        .call(peer, body, CALL_TIMEOUT)
+    let (response, moved) = rpc::call_measured(c.net(), peer, &request, CALL_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
-    *bytes += raw.len() as u64;
-    rpc::decode(&raw).ok_or_else(|| "undecodable answer".to_owned())
+    *bytes += moved;
+    Ok(response)
 }
 
 async fn hashes(

@@ -18,7 +18,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::causal::WallClock;
@@ -179,10 +178,9 @@ pub async fn heartbeat(net: Arc<Net>, liveness: Arc<Liveness>, skew: Arc<Skew>) 
                 (net.clone(), liveness.clone(), skew.clone(), peer.clone());
             tokio::spawn(async move {
                 let sent_ms = liveness.clock.now_ms();
-                let ping = Bytes::from(rpc::encode(&Request::Ping { wall_ms: sent_ms }));
-                let answer = net.call(&peer, ping, HEARTBEAT_INTERVAL * 10).await;
-                let Ok(raw) = answer else { return };
-                if let Some(Response::Pong { wall_ms }) = rpc::decode(&raw) {
+                let ping = Request::Ping { wall_ms: sent_ms };
+                let answer = rpc::call(&net, &peer, &ping, HEARTBEAT_INTERVAL * 10).await;
+                if let Ok(Response::Pong { wall_ms }) = answer {
                     liveness.heard(&peer, Instant::now());
                     let before = skew.peers().get(&peer).copied();
                     let offset = skew.measured(&peer, sent_ms, liveness.clock.now_ms(), wall_ms);

@@ -7,13 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::round::{Attempt, Outcome, Round};
 use super::Coordinator;
-use crate::net::NetError;
 use crate::rpc::{self, Failure, PutOutcome, PutRequest, Request, Response};
 
 /// A forwarded write waits this much longer than the coordinating replica's own deadline, so
@@ -110,20 +108,18 @@ impl Coordinator {
             .saturating_duration_since(started)
             .as_millis()
             .max(1) as u64;
-        let body = Bytes::from(rpc::encode(&Request::Put(request)));
+        let message = Request::Put(request);
         let net = self.net.clone();
         async move {
             let timeout = deadline.saturating_duration_since(started);
-            let answer = match net.call(&attempt.node, body, timeout).await {
-                Ok(raw) => match rpc::decode::<Response>(&raw) {
-                    Some(Response::Put(result)) => Some(result),
-                    _ => Some(Err(Failure::Internal(format!(
-                        "unexpected answer to a forwarded write from {}",
-                        attempt.node
-                    )))),
-                },
+            let answer = match rpc::call(&net, &attempt.node, &message, timeout).await {
+                Ok(Response::Put(result)) => Some(result),
+                Ok(_) => Some(Err(Failure::Internal(format!(
+                    "unexpected answer to a forwarded write from {}",
+                    attempt.node
+                )))),
                 // Silence is not a refusal: that coordinator may still apply it.
-                Err(NetError::Timeout(_)) => None,
+                Err(e) if e.is_timeout() => None,
                 Err(e) => {
                     tracing::debug!(peer = %attempt.node, error = %e, "cannot forward write");
                     Some(Err(Failure::Internal(e.to_string())))

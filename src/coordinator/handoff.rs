@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 
 use super::Coordinator;
@@ -37,14 +36,9 @@ pub async fn run(coordinator: Arc<Coordinator>, interval: Duration) {
                         key: hint.key.clone(),
                         state: state.encode(),
                     };
-                    let answer = coordinator
-                        .net
-                        .call(&hint.owner, Bytes::from(rpc::encode(&sync)), OFFER_TIMEOUT)
-                        .await;
-                    let taken = matches!(
-                        answer.as_deref().map(rpc::decode::<Response>),
-                        Ok(Some(Response::Synced(Ok(()))))
-                    );
+                    let answer =
+                        rpc::call(&coordinator.net, &hint.owner, &sync, OFFER_TIMEOUT).await;
+                    let taken = matches!(answer, Ok(Response::Synced(Ok(()))));
                     if !taken {
                         return;
                     }

@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::causal::KeyState;
 use crate::net::Net;
 use crate::replica::Replica;
@@ -110,13 +108,9 @@ impl Reader {
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, Failure> {
-        let raw = self
-            .net
-            .call(node, Bytes::from(rpc::encode(request)), timeout)
+        rpc::call(&self.net, node, request, timeout)
             .await
-            .map_err(|e| Failure::Internal(e.to_string()))?;
-        rpc::decode(&raw)
-            .ok_or_else(|| Failure::Internal(format!("undecodable answer from {node}")))
+            .map_err(|e| Failure::Internal(e.to_string()))
     }
 
     /// Sends a request answered with `Synced`, and returns that answer.

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
 
@@ -13,7 +12,6 @@ use super::quorum::By;
 use super::round::{Attempt, Outcome, Round};
 use super::Coordinator;
 use crate::config::Conflict;
-use crate::net::NetError;
 use crate::rpc::{self, Failure, PutOutcome, PutRequest, Request, Response};
 
 /// One attempt's answer: its id, whether it stored the state (`None`: no answer in time, so
@@ -137,21 +135,18 @@ impl Coordinator {
                 state: state.to_vec(),
             },
         };
-        let body = Bytes::from(rpc::encode(&message));
         let net = self.net.clone();
         async move {
             let started = Instant::now();
             let timeout = deadline.saturating_duration_since(started);
-            let stored = match net.call(&attempt.node, body, timeout).await {
-                Ok(raw) => match rpc::decode(&raw) {
-                    Some(Response::Synced(Ok(()))) => Some(true),
-                    other => {
-                        tracing::debug!(peer = %attempt.node, answer = ?other, "replica did not store the write");
-                        Some(false)
-                    }
-                },
+            let stored = match rpc::call(&net, &attempt.node, &message, timeout).await {
+                Ok(Response::Synced(Ok(()))) => Some(true),
+                Ok(other) => {
+                    tracing::debug!(peer = %attempt.node, answer = ?other, "replica did not store the write");
+                    Some(false)
+                }
                 // Silence is not a refusal: the write may still land there.
-                Err(NetError::Timeout(_)) => None,
+                Err(e) if e.is_timeout() => None,
                 Err(e) => {
                     tracing::debug!(peer = %attempt.node, error = %e, "replication failed");
                     Some(false)
