@@ -72,12 +72,20 @@ pub struct Config {
 pub struct HttpConfig {
     /// Client connections at once; past it a connection is answered 503 and closed.
     pub max_connections: usize,
+    /// PEM certificate chain and private key: with both, the client API speaks only TLS
+    /// (`quorumkv cert` makes a self-signed pair).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             max_connections: 768,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -457,16 +465,23 @@ impl Config {
         if self.http.max_connections == 0 {
             return Err(invalid("http.max_connections must be positive"));
         }
+        if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
+            return Err(invalid(
+                "http.tls_cert_file and http.tls_key_file go together: set both or neither",
+            ));
+        }
         let exposed = [self.http_addr, self.peer_addr]
             .iter()
             .any(|a| !a.ip().is_loopback());
-        let unprotected =
-            self.security.cluster_secret_file.is_none() || self.security.tokens_file.is_none();
+        let unprotected = self.security.cluster_secret_file.is_none()
+            || self.security.tokens_file.is_none()
+            || self.http.tls_cert_file.is_none();
         if exposed && unprotected && !self.security.insecure {
             return Err(invalid(
-                "a node listening beyond loopback needs security.cluster_secret_file and \
-                 security.tokens_file (`quorumkv secret`, `quorumkv token`), or \
-                 security.insecure = true to run without them on a network you trust",
+                "a node listening beyond loopback needs security.cluster_secret_file, \
+                 security.tokens_file and http.tls_cert_file/tls_key_file (`quorumkv secret`, \
+                 `quorumkv token`, `quorumkv cert`), or security.insecure = true to run \
+                 without them on a network you trust",
             ));
         }
         Ok(())

@@ -154,6 +154,12 @@ impl Node {
             Some(path) => Some(ClusterSecret::load(path).map_err(NodeError::Security)?),
             None => None,
         };
+        let tls = match (&config.http.tls_cert_file, &config.http.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                Some(api::tls::acceptor(cert, key).map_err(NodeError::Security)?)
+            }
+            _ => None,
+        };
         let tokens = match &config.security.tokens_file {
             Some(path) => Some(api::auth::Tokens::load(path).map_err(NodeError::Security)?),
             None => None,
@@ -253,6 +259,7 @@ impl Node {
             listeners.http,
             app,
             config.http.max_connections,
+            tls,
             async {
                 let _ = stopped.await;
             },

@@ -11,6 +11,7 @@ mod metrics;
 mod params;
 mod respond;
 pub mod server;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -7,6 +7,8 @@
 //! - at most `[http] max_connections` at once (768 by default: well under the usual open-file
 //!   limit of 1024, so idle sockets cannot starve the node's files and peer links): past that a connection is answered
 //!   `503 too_many_connections` and closed, with a log line (at most one per few seconds);
+//! - with TLS, the handshake must finish within [`HEADER_TIMEOUT`] too; plain HTTP to a TLS
+//!   listener fails the handshake and is closed;
 //! - on shutdown no new connection is taken and open ones finish their request.
 //!
 //! Body size and body time are checked where bodies are read (`kv.rs`).
@@ -21,6 +23,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tower::Service;
 
 /// How long a client may take to send a request's headers, and to start the next request.
@@ -41,11 +44,13 @@ fn too_many() -> String {
     )
 }
 
-/// Serves `app` on `listener` until `stop` resolves, then drains open connections.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` resolves, then
+/// drains open connections.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     max_connections: usize,
+    tls: Option<TlsAcceptor>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -92,15 +97,29 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let router = app.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            router.clone().call(request)
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let watched = graceful.watch(connection);
+        let (router, builder, watcher, tls) = (
+            app.clone(),
+            builder.clone(),
+            graceful.watcher(),
+            tls.clone(),
+        );
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = watched.await {
+            let served = match tls {
+                None => serve_one(&builder, watcher, stream, router).await,
+                Some(tls) => match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(secure)) => serve_one(&builder, watcher, secure, router).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        tracing::debug!(%addr, "TLS handshake timed out");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!(%addr, error = %e, "HTTP connection ended with an error");
             }
         });
@@ -112,4 +131,22 @@ pub async fn serve(
     {
         tracing::warn!("HTTP connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }
+}
+
+/// Serves one connection until it closes, under the shutdown watcher.
+async fn serve_one<S>(
+    builder: &hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    stream: S,
+    router: Router,
+) -> Result<(), hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        router.clone().call(request)
+    });
+    watcher
+        .watch(builder.serve_connection(TokioIo::new(stream), service))
+        .await
 }

@@ -84,6 +84,9 @@ pub struct Common {
     /// The client token, when the cluster requires one.
     #[arg(long, env = "QUORUMKV_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A PEM certificate to trust for `https://` nodes (the node's own, from `quorumkv cert`).
+    #[arg(long)]
+    cacert: Option<PathBuf>,
     /// Where contexts are kept between calls [default: $QUORUMKV_CONTEXTS, else
     /// $XDG_STATE_HOME/quorumkv/contexts.json, else ~/.local/state/quorumkv/contexts.json].
     #[arg(long, alias = "context-file")]
@@ -195,9 +198,15 @@ async fn execute(cmd: KvCommand) -> Result<ExitCode, String> {
         utf8_percent_encode(&bucket, SEGMENT),
         utf8_percent_encode(&key, SEGMENT)
     );
-    let mut request = reqwest::Client::new()
-        .request(method.clone(), url)
-        .query(&query);
+    let mut client = reqwest::Client::builder();
+    if let Some(path) = &common.cacert {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+        client = client.add_root_certificate(cert);
+    }
+    let client = client.build().map_err(|e| with_causes(&e))?;
+    let mut request = client.request(method.clone(), url).query(&query);
     let context = if common.no_context {
         None
     } else {

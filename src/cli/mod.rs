@@ -44,6 +44,19 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make a self-signed TLS certificate and key for a node's client API
+    /// (`[http] tls_cert_file`, `tls_key_file`); clients trust it with `curl --cacert`.
+    Cert {
+        /// A host name or IP address clients use to reach the node; repeat for several.
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Where to write the certificate (PEM).
+        #[arg(long)]
+        cert_out: PathBuf,
+        /// Where to write the private key (PEM, mode 0600).
+        #[arg(long)]
+        key_out: PathBuf,
+    },
     /// Make a client token: prints the token (once) and the entry to add to every node's
     /// `[security] tokens_file`, which keeps only its hash.
     Token {
@@ -131,6 +144,21 @@ pub fn main() -> ExitCode {
             }
             Err(e) => fail(EXIT_USAGE, e),
         },
+        Command::Cert {
+            names,
+            cert_out,
+            key_out,
+        } => match write_cert(&names, &cert_out, &key_out) {
+            Ok(()) => {
+                println!(
+                    "wrote {} and {}; set [http] tls_cert_file and tls_key_file to them",
+                    cert_out.display(),
+                    key_out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, e),
+        },
         Command::Secret { out } => match write_secret(&out) {
             Ok(()) => {
                 println!(
@@ -173,16 +201,32 @@ fn token_entry(name: &str, grants: &[String]) -> Result<(String, String), String
 
 /// Writes a new cluster secret to `path`, readable by its owner only; never overwrites.
 fn write_secret(path: &std::path::Path) -> Result<(), String> {
+    let secret = crate::secret::ClusterSecret::generate()?;
+    write_new(path, &secret.to_file_text(), 0o600)
+}
+
+/// Writes a self-signed certificate and its key; never overwrites either.
+fn write_cert(
+    names: &[String],
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<(), String> {
+    let (cert_pem, key_pem) = crate::api::tls::self_signed(names)?;
+    write_new(key, &key_pem, 0o600)?;
+    write_new(cert, &cert_pem, 0o644)
+}
+
+/// Creates `path` with `text` and `mode`, synced; an existing file is an error.
+fn write_new(path: &std::path::Path, text: &str, mode: u32) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let secret = crate::secret::ClusterSecret::generate()?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    file.write_all(secret.to_file_text().as_bytes())
+    file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

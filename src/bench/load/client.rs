@@ -1,6 +1,8 @@
 //! One persistent HTTP/1.1 connection to a node, as a load-generating client holds it:
 //! hyper's client connection over a TCP_NODELAY socket, re-dialled after a failure.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -20,15 +22,39 @@ pub struct Client {
     host: String,
     /// `Bearer <token>`, when the cluster requires one.
     authorization: Option<String>,
+    /// Speak TLS, trusting this configuration's roots.
+    tls: Option<Arc<rustls::ClientConfig>>,
     sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+/// A TLS client configuration that trusts the PEM certificates in `path`.
+pub fn tls_trusting(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+    {
+        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 impl Client {
     /// `host` is `ip:port`; the connection is made on first use.
-    pub fn new(host: String, token: Option<&str>) -> Self {
+    pub fn new(host: String, token: Option<&str>, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
         Client {
             host,
             authorization: token.map(|t| format!("Bearer {t}")),
+            tls,
             sender: None,
         }
     }
@@ -46,6 +72,25 @@ impl Client {
         stream
             .set_nodelay(true)
             .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
+        match &self.tls {
+            None => self.handshake(stream).await,
+            Some(config) => {
+                let name = self.host.rsplit_once(':').map_or(&*self.host, |(h, _)| h);
+                let name = rustls::pki_types::ServerName::try_from(name.to_owned())
+                    .map_err(|e| format!("{}: {e}", self.host))?;
+                let secure = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| format!("TLS with {}: {e}", self.host))?;
+                self.handshake(secure).await
+            }
+        }
+    }
+
+    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<Full<Bytes>>, String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("handshake with {}: {e}", self.host))?;

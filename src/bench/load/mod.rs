@@ -88,6 +88,9 @@ pub struct LoadArgs {
     /// The client token, when the cluster requires one.
     #[arg(long, env = "QUORUMKV_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Speak TLS to the nodes, trusting this PEM certificate (the nodes' own, or their CA).
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
     /// Folder for the JSON results and the SVG plots.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -130,6 +133,7 @@ fn kv_path(bucket: &str, key: u64, query: &str) -> String {
 
 fn host(node: &str) -> String {
     node.trim_start_matches("http://")
+        .trim_start_matches("https://")
         .trim_end_matches('/')
         .to_owned()
 }
@@ -222,15 +226,21 @@ async fn client_loop(
 }
 
 /// Writes every key once, clients splitting the key space; returns how many writes failed.
-async fn preload(args: &LoadArgs, bucket: &str, query: &str, value: &Bytes) -> u64 {
+async fn preload(
+    args: &LoadArgs,
+    bucket: &str,
+    query: &str,
+    value: &Bytes,
+    tls: &Option<Arc<rustls::ClientConfig>>,
+) -> u64 {
     let mut tasks = Vec::new();
     for index in 0..args.clients.min(args.keys) {
         let host = host(&args.nodes[index as usize % args.nodes.len()]);
         let (clients, keys) = (args.clients.min(args.keys), args.keys);
         let (bucket, query, value) = (bucket.to_owned(), query.to_owned(), value.clone());
-        let token = args.token.clone();
+        let (token, tls) = (args.token.clone(), tls.clone());
         tasks.push(tokio::spawn(async move {
-            let mut client = Client::new(host, token.as_deref());
+            let mut client = Client::new(host, token.as_deref(), tls);
             let mut failed = 0;
             let mut key = index;
             while key < keys {
@@ -339,9 +349,14 @@ async fn run_async(args: LoadArgs) -> Result<(), String> {
         .unwrap_or_else(|| args.workload.default_bucket().to_owned());
     let query = query(&args);
     let value = Bytes::from(vec![b'v'; args.value_bytes]);
+    let tls = args
+        .cacert
+        .as_deref()
+        .map(client::tls_trusting)
+        .transpose()?;
     if !args.no_preload {
         eprintln!("preloading {} keys into {bucket}", args.keys);
-        let failed = preload(&args, &bucket, &query, &value).await;
+        let failed = preload(&args, &bucket, &query, &value, &tls).await;
         if failed > 0 {
             return Err(format!(
                 "preload: {failed} writes failed; is the cluster up?"
@@ -353,6 +368,7 @@ async fn run_async(args: LoadArgs) -> Result<(), String> {
         let mut client = Client::new(
             host(&args.nodes[i as usize % args.nodes.len()]),
             args.token.as_deref(),
+            tls.clone(),
         );
         async move { client.connect().await.map(|()| (client, Recorder::new())) }
     }))
