@@ -45,6 +45,51 @@ pub struct DevArgs {
     /// encryption costs; loopback only, as `dev` always is).
     #[arg(long)]
     no_secret: bool,
+    /// Also serve the client API over TLS and require a token, as a production cluster
+    /// should: makes `node.crt`/`node.key` and `dev.token` (an all-buckets token) in the data
+    /// folder on first use, and prints how clients use them.
+    #[arg(long, conflicts_with = "no_secret")]
+    secure: bool,
+}
+
+/// The certificate, key and tokens file of `dev --secure`, and the token's own file.
+struct SecureFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    tokens: PathBuf,
+    token: PathBuf,
+}
+
+/// Makes (once) a self-signed certificate for localhost and an all-buckets token. The token is
+/// kept in the clear beside the data, for this local cluster only; nodes see only its hash.
+fn secure_files(data_dir: &Path) -> Result<SecureFiles, String> {
+    let at = |name: &str| {
+        std::path::absolute(data_dir.join(name))
+            .map_err(|e| format!("cannot resolve {}: {e}", data_dir.display()))
+    };
+    let files = SecureFiles {
+        cert: at("node.crt")?,
+        key: at("node.key")?,
+        tokens: at("tokens.toml")?,
+        token: at("dev.token")?,
+    };
+    if !files.cert.exists() || !files.key.exists() {
+        let _ = std::fs::remove_file(&files.cert);
+        let _ = std::fs::remove_file(&files.key);
+        super::write_cert(
+            &["localhost".to_owned(), "127.0.0.1".to_owned()],
+            &files.cert,
+            &files.key,
+        )?;
+    }
+    if !files.token.exists() || !files.tokens.exists() {
+        let _ = std::fs::remove_file(&files.token);
+        let _ = std::fs::remove_file(&files.tokens);
+        let (token, entry) = super::token_entry("dev", &["*=read,write,admin".to_owned()])?;
+        super::write_new(&files.tokens, &entry, 0o644)?;
+        super::write_new(&files.token, &format!("{token}\n"), 0o600)?;
+    }
+    Ok(files)
 }
 
 /// One running node process.
@@ -79,10 +124,23 @@ pub fn run(args: DevArgs) -> ExitCode {
             Err(e) => return fail(1, e),
         }
     };
+    let secure = if args.secure {
+        match secure_files(&args.data_dir) {
+            Ok(files) => Some(files),
+            Err(e) => return fail(1, e),
+        }
+    } else {
+        None
+    };
     for config in &mut configs {
         config.storage.sync = args.sync;
         config.worker_threads = Some(threads);
         config.security.cluster_secret_file.clone_from(&secret);
+        if let Some(files) = &secure {
+            config.http.tls_cert_file = Some(files.cert.clone());
+            config.http.tls_key_file = Some(files.key.clone());
+            config.security.tokens_file = Some(files.tokens.clone());
+        }
     }
     if let Some(Err(e)) = configs.first().map(Config::validate) {
         return fail(EXIT_USAGE, e);
@@ -107,11 +165,18 @@ pub fn run(args: DevArgs) -> ExitCode {
             }
         }
     }
-    if let Err(e) = rt.block_on(wait_until_serving(&mut nodes)) {
+    let probe = match Probe::new(secure.as_ref()) {
+        Ok(probe) => probe,
+        Err(e) => {
+            stop(&mut nodes);
+            return fail(1, e);
+        }
+    };
+    if let Err(e) = rt.block_on(wait_until_serving(&probe, &mut nodes)) {
         stop(&mut nodes);
         return fail(1, e);
     }
-    if let Err(e) = rt.block_on(wait_until_peers_up(&nodes)) {
+    if let Err(e) = rt.block_on(wait_until_peers_up(&probe, &nodes)) {
         eprintln!("warning: {e}; writes that need every replica may fail until they do");
     }
     println!(
@@ -121,10 +186,20 @@ pub fn run(args: DevArgs) -> ExitCode {
     );
     for node in &nodes {
         println!(
-            "  {}  http://{}  pid {}",
+            "  {}  {}://{}  pid {}",
             node.id,
-            node.http_addr,
+            probe.scheme,
+            probe.authority(node.http_addr),
             node.child.id()
+        );
+    }
+    if let Some(files) = &secure {
+        println!(
+            "TLS and tokens on: clients pass --cacert {} and the token in {} \
+             (curl: --cacert FILE -H \"Authorization: Bearer $(cat {})\")",
+            files.cert.display(),
+            files.token.display(),
+            files.token.display()
         );
     }
     println!("Ctrl-C stops the cluster.");
@@ -218,15 +293,69 @@ fn ports_free(configs: &[Config]) -> Result<(), String> {
     Ok(())
 }
 
+/// How `dev` asks its own nodes: plain HTTP, or with `--secure` TLS (trusting the dev
+/// certificate, by the name it was made for) and the dev token.
+struct Probe {
+    client: reqwest::Client,
+    scheme: &'static str,
+    token: Option<String>,
+}
+
+impl Probe {
+    fn new(secure: Option<&SecureFiles>) -> Result<Probe, String> {
+        let Some(files) = secure else {
+            return Ok(Probe {
+                client: reqwest::Client::new(),
+                scheme: "http",
+                token: None,
+            });
+        };
+        let pem =
+            std::fs::read(&files.cert).map_err(|e| format!("{}: {e}", files.cert.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| e.to_string())?;
+        let client = reqwest::Client::builder()
+            .add_root_certificate(cert)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let token = std::fs::read_to_string(&files.token)
+            .map_err(|e| format!("{}: {e}", files.token.display()))?;
+        Ok(Probe {
+            client,
+            scheme: "https",
+            token: Some(token.trim().to_owned()),
+        })
+    }
+
+    /// `localhost:PORT` under TLS (the name in the certificate), the address otherwise.
+    fn authority(&self, addr: SocketAddr) -> String {
+        if self.scheme == "https" {
+            format!("localhost:{}", addr.port())
+        } else {
+            addr.to_string()
+        }
+    }
+
+    fn url(&self, addr: SocketAddr, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, self.authority(addr))
+    }
+
+    fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        let request = self.client.get(url).timeout(POLL * 4);
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+}
+
 /// Waits until every node answers `/health` as the process `dev` started (its pid); fails if
 /// one exits first or another process answers on its port.
-async fn wait_until_serving(nodes: &mut [NodeProcess]) -> Result<(), String> {
-    let client = reqwest::Client::new();
+async fn wait_until_serving(probe: &Probe, nodes: &mut [NodeProcess]) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     for node in nodes {
-        let url = format!("http://{}/health", node.http_addr);
+        let url = probe.url(node.http_addr, "/health");
         loop {
-            if let Some(pid) = health_pid(&client, &url).await {
+            if let Some(pid) = health_pid(probe, &url).await {
                 if pid == node.child.id() {
                     break;
                 }
@@ -258,8 +387,8 @@ async fn wait_until_serving(nodes: &mut [NodeProcess]) -> Result<(), String> {
 }
 
 /// The pid a node reports in `/health`, if it answers.
-async fn health_pid(client: &reqwest::Client, url: &str) -> Option<u32> {
-    let response = client.get(url).timeout(POLL * 4).send().await.ok()?;
+async fn health_pid(probe: &Probe, url: &str) -> Option<u32> {
+    let response = probe.get(url).send().await.ok()?;
     let body = response.bytes().await.ok()?;
     let health: serde_json::Value = serde_json::from_slice(&body).ok()?;
     health["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
@@ -267,13 +396,12 @@ async fn health_pid(client: &reqwest::Client, url: &str) -> Option<u32> {
 
 /// Waits until every node sees every peer up (`/admin/status`), so that the cluster dev
 /// announces can take a `w=all` write at once, not only once heartbeats have gone round.
-async fn wait_until_peers_up(nodes: &[NodeProcess]) -> Result<(), String> {
-    let client = reqwest::Client::new();
+async fn wait_until_peers_up(probe: &Probe, nodes: &[NodeProcess]) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + PEERS_TIMEOUT;
     for node in nodes {
-        let url = format!("http://{}/admin/status", node.http_addr);
+        let url = probe.url(node.http_addr, "/admin/status");
         loop {
-            if all_peers_up(&client, &url).await {
+            if all_peers_up(probe, &url).await {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
@@ -288,8 +416,8 @@ async fn wait_until_peers_up(nodes: &[NodeProcess]) -> Result<(), String> {
     Ok(())
 }
 
-async fn all_peers_up(client: &reqwest::Client, url: &str) -> bool {
-    let Ok(response) = client.get(url).timeout(POLL * 4).send().await else {
+async fn all_peers_up(probe: &Probe, url: &str) -> bool {
+    let Ok(response) = probe.get(url).send().await else {
         return false;
     };
     let Ok(body) = response.bytes().await else {
