@@ -32,7 +32,12 @@ fn identity(id: &str, hash: u64) -> Identity {
 }
 
 async fn server(hash: u64) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    server_at("127.0.0.1:0".parse().expect("addr"), hash).await
+}
+
+/// The echo server on `addr` (a port just given up, to bring a server back).
+async fn server_at(addr: SocketAddr, hash: u64) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind(addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(serve(
         listener,
@@ -126,13 +131,7 @@ async fn calls_fail_fast_while_a_peer_is_down_and_succeed_once_it_is_back() {
         .await;
     assert!(down.is_err(), "{down:?}");
     // Back on the same port: the client redials (after its backoff) and calls succeed again.
-    let listener = TcpListener::bind(addr).await.expect("rebind");
-    let _server = tokio::spawn(serve(
-        listener,
-        identity("server", 7),
-        Arc::new(SlowEcho),
-        Arc::new(|_: &str| {}),
-    ));
+    let _server = server_at(addr, 7).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let r = net
@@ -160,13 +159,7 @@ async fn a_peer_that_says_hello_is_called_again_without_waiting_out_the_backoff(
         .await;
     let failed_at = std::time::Instant::now();
     assert!(down.is_err(), "{down:?}");
-    let listener = TcpListener::bind(addr).await.expect("rebind");
-    let _server = tokio::spawn(serve(
-        listener,
-        identity("server", 7),
-        Arc::new(SlowEcho),
-        Arc::new(|_: &str| {}),
-    ));
+    let _server = server_at(addr, 7).await;
     let backing_off = net
         .call("server", Bytes::from_static(&[0]), Duration::from_secs(5))
         .await;

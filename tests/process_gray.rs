@@ -6,7 +6,7 @@ mod procs;
 
 use std::time::{Duration, Instant};
 
-use procs::{all_up, client, wait_until, Cluster};
+use procs::{all_up, started, wait_until, Cluster};
 use reqwest::StatusCode;
 
 const NODES: usize = 5;
@@ -30,15 +30,6 @@ async fn preflist(http: &reqwest::Client, c: &Cluster, bucket: &str, key: &str) 
             id.trim_start_matches('n').parse::<usize>().expect("nN") - 1
         })
         .collect()
-}
-
-async fn started(c: &Cluster) -> reqwest::Client {
-    let http = client();
-    if !wait_until(Duration::from_secs(20), async || all_up(&http, c).await).await {
-        c.dump_logs();
-        panic!("the cluster did not come up");
-    }
-    http
 }
 
 /// Sends one request and returns its status and how long the answer took.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
-use procs::{all_up, client, wait_until, Cluster};
+use procs::{started, wait_until, Cluster};
 use quorumkv::net::{Faults, Identity, Net, NoiseDialer, TcpDialer};
 use quorumkv::secret::ClusterSecret;
 
@@ -45,15 +45,6 @@ fn is_closed(s: &TcpStream) -> bool {
         Ok(_) => panic!("the node sent bytes to a connection that never authenticated"),
         Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
     }
-}
-
-async fn started(c: &Cluster) -> reqwest::Client {
-    let http = client();
-    if !wait_until(Duration::from_secs(20), async || all_up(&http, c).await).await {
-        c.dump_logs();
-        panic!("the cluster did not come up");
-    }
-    http
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,7 +98,9 @@ async fn limits(
     next: middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if request.uri().to_string().len() > MAX_URI_BYTES {
+    let uri = request.uri();
+    let target = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);
+    if target > MAX_URI_BYTES {
         return ApiError::new(
             StatusCode::URI_TOO_LONG,
             "uri_too_long",

@@ -280,3 +280,13 @@ pub async fn all_up(http: &reqwest::Client, c: &Cluster) -> bool {
     }
     true
 }
+
+/// A client, once every node sees every other node up (the logs are shown if they never do).
+pub async fn started(c: &Cluster) -> reqwest::Client {
+    let http = client();
+    if !wait_until(Duration::from_secs(20), async || all_up(&http, c).await).await {
+        c.dump_logs();
+        panic!("the cluster did not come up");
+    }
+    http
+}
