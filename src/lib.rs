@@ -25,6 +25,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
+pub mod meta;
 pub mod net;
 pub mod node;
 pub mod replica;

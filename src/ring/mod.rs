@@ -1,21 +1,25 @@
 //! The consistent-hash ring: (bucket, key) → partition → the nodes that hold it.
 //!
 //! A key hashes (xxh3, stable across versions and machines) onto one of `ring_size`
-//! partitions, taking the hash's top bits. Partitions are dealt to the members in id order,
-//! round robin, so ownership differs by at most one partition between nodes. A partition's
-//! preference list is its owner followed by the owners of the next partitions, skipping nodes
-//! already listed, until `n` distinct nodes are found; the remaining nodes, in the same walk
-//! order, are its fallbacks. With round-robin ownership the first `n` partitions of the walk
-//! already give `n` distinct nodes, so each node is first in, and a replica of, an equal
-//! share of partitions.
+//! partitions, taking the hash's top bits. Each partition has an owner; a first ring deals
+//! them to the members in id order, round robin, so ownership differs by at most one partition
+//! between nodes, and later rings come from [`claim`], which moves as few partitions as it
+//! can. A partition's preference list is its owner followed by the owners of the next
+//! partitions, skipping nodes already listed, until `n` distinct nodes are found; the
+//! remaining nodes, in the same walk order, are its fallbacks. So a preference list always
+//! names distinct nodes, whatever the assignment.
+
+pub mod claim;
 
 use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3;
 
-/// A static ring over the cluster's members.
-#[derive(Debug, Clone)]
+/// A ring: the owner of every partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ring {
-    /// Member ids, sorted.
+    /// Owner of each partition, by index.
+    owners: Vec<String>,
+    /// The distinct owners, sorted.
     members: Vec<String>,
     ring_size: u32,
     bits: u32,
@@ -29,16 +33,33 @@ pub struct Ownership {
 }
 
 impl Ring {
-    /// `ring_size` must be a power of two and at least the number of members (the config
-    /// checks both).
-    pub fn new(mut members: Vec<String>, ring_size: u32) -> Ring {
+    /// The first ring of a cluster: partitions dealt round robin in id order. `ring_size`
+    /// must be a power of two and at least the number of members (the config checks both).
+    pub fn new(members: Vec<String>, ring_size: u32) -> Ring {
+        Ring::from_owners(round_robin(members, ring_size))
+    }
+
+    /// A ring with the given owner of each partition; their number must be a power of two.
+    pub fn from_owners(owners: Vec<String>) -> Ring {
+        let mut members = owners.clone();
         members.sort();
         members.dedup();
+        let ring_size = owners.len() as u32;
         Ring {
+            owners,
             members,
             ring_size,
             bits: ring_size.trailing_zeros(),
         }
+    }
+
+    pub fn owners(&self) -> &[String] {
+        &self.owners
+    }
+
+    /// The nodes that own at least one partition, sorted.
+    pub fn members(&self) -> &[String] {
+        &self.members
     }
 
     pub fn ring_size(&self) -> u32 {
@@ -60,7 +81,9 @@ impl Ring {
 
     /// The node that owns a partition.
     pub fn owner(&self, partition: u32) -> &str {
-        &self.members[partition as usize % self.members.len()]
+        self.owners
+            .get(partition as usize)
+            .map_or("", String::as_str)
     }
 
     /// Every member, in the order a partition's walk meets them: the first `n` are its
@@ -91,12 +114,22 @@ impl Ring {
             .iter()
             .map(|node| Ownership {
                 node: node.clone(),
-                partitions: (0..self.ring_size)
-                    .filter(|&p| self.owner(p) == node)
-                    .count() as u32,
+                partitions: self.owners.iter().filter(|o| *o == node).count() as u32,
             })
             .collect()
     }
+}
+
+/// Partitions dealt to `members` in id order, round robin.
+pub fn round_robin(mut members: Vec<String>, ring_size: u32) -> Vec<String> {
+    members.sort();
+    members.dedup();
+    if members.is_empty() {
+        return Vec::new();
+    }
+    (0..ring_size as usize)
+        .map(|p| members[p % members.len()].clone())
+        .collect()
 }
 
 #[cfg(test)]
