@@ -93,8 +93,16 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// For a node that joins, the cluster's own ring size is used.
+    #[serde(default = "default_ring_size")]
     pub ring_size: u32,
+    /// The first members of a cluster (v1). After the first start the cluster's metadata
+    /// says who is a member; this list is then only where to find it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<Member>,
+    /// For a node that joins a running cluster instead: peer addresses of any members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join: Vec<SocketAddr>,
     /// How far apart nodes' wall clocks may be: a timestamp further ahead is not adopted, and
     /// a node off by more from most of its peers refuses to coordinate `lww` writes.
     #[serde(default = "default_max_clock_offset_ms")]
@@ -103,6 +111,10 @@ pub struct ClusterConfig {
 
 /// CockroachDB's default `--max-offset` is 500 ms; NTP keeps healthy hosts within a few.
 pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 500;
+
+fn default_ring_size() -> u32 {
+    64
+}
 
 fn default_max_clock_offset_ms() -> u64 {
     DEFAULT_MAX_CLOCK_OFFSET_MS
@@ -291,11 +303,16 @@ impl Default for AntiEntropyConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HandoffConfig {
     pub interval_ms: u64,
+    /// Partition handoff during membership changes: bytes per second this node streams.
+    pub transfer_bytes_per_sec: u64,
 }
 
 impl Default for HandoffConfig {
     fn default() -> Self {
-        HandoffConfig { interval_ms: 1000 }
+        HandoffConfig {
+            interval_ms: 1000,
+            transfer_bytes_per_sec: 32 * 1024 * 1024,
+        }
     }
 }
 
@@ -355,6 +372,7 @@ impl Config {
                 cluster: ClusterConfig {
                     ring_size: 64,
                     members: members.clone(),
+                    join: Vec::new(),
                     max_clock_offset_ms: DEFAULT_MAX_CLOCK_OFFSET_MS,
                 },
                 defaults: BucketDefaults {
@@ -404,8 +422,15 @@ impl Config {
                 c.ring_size
             )));
         }
-        if c.members.is_empty() {
-            return Err(invalid("cluster.members must list at least one node"));
+        if c.members.is_empty() && c.join.is_empty() {
+            return Err(invalid(
+                "cluster.members must list at least one node (or cluster.join name members to join)",
+            ));
+        }
+        if !c.members.is_empty() && !c.join.is_empty() {
+            return Err(invalid(
+                "cluster.members and cluster.join exclude each other: a first member lists members, a joining node lists join",
+            ));
         }
         if (c.ring_size as usize) < c.members.len() {
             return Err(invalid(
@@ -427,7 +452,7 @@ impl Config {
                 )));
             }
         }
-        if !c.members.iter().any(|m| m.id == self.node_id) {
+        if c.join.is_empty() && !c.members.iter().any(|m| m.id == self.node_id) {
             return Err(invalid(format!(
                 "node_id {:?} is not among cluster.members",
                 self.node_id
@@ -489,7 +514,11 @@ impl Config {
 
     fn check_bucket(&self, section: &str, o: &BucketOverride) -> Result<(), ConfigError> {
         let props = self.resolve(o);
-        let members = self.cluster.members.len();
+        // A node that joins takes the cluster's bucket settings; only the bounds apply.
+        let members = match self.cluster.members.len() {
+            0 => usize::from(MAX_N),
+            m => m,
+        };
         if props.n == 0 || props.n > MAX_N || usize::from(props.n) > members {
             return Err(invalid(format!(
                 "{section}.n must be between 1 and the number of members ({members}, at most {MAX_N})"

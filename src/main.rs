@@ -18,7 +18,12 @@ fn main() -> std::process::ExitCode {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|spec| spec.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+        .unwrap_or_else(|| {
+            // openraft narrates every election and append at info.
+            Targets::new()
+                .with_default(tracing::Level::INFO)
+                .with_target("openraft", tracing::Level::WARN)
+        });
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()

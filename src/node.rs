@@ -15,10 +15,10 @@ use crate::causal::token::ContextKey;
 use crate::causal::{SystemClock, WallClock};
 use crate::cluster::{self, skew::Skew, Liveness};
 use crate::config::{Config, ConfigError};
-use crate::coordinator::{handoff, Coordinator, Service};
+use crate::coordinator::{handoff, transfer, Coordinator, Service};
+use crate::meta::{self, ClusterMeta};
 use crate::net::{self, Dialer, Faults, Identity, Net, NoiseDialer, NoiseListener, TcpDialer};
 use crate::replica::{Limits, Replica, ReplicaError};
-use crate::ring::Ring;
 use crate::secret::ClusterSecret;
 
 /// How long shutdown waits for in-flight requests before letting go of the storage anyway.
@@ -38,6 +38,97 @@ pub enum NodeError {
     Replica(#[from] ReplicaError),
     #[error("{0}")]
     Security(String),
+    #[error("{0}")]
+    Meta(String),
+}
+
+/// How long a node that joins keeps asking before it gives up.
+const JOIN_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The metadata a first member starts from: its config's members, round robin.
+fn first_members_meta(config: &Config) -> Option<ClusterMeta> {
+    let c = &config.cluster;
+    (!c.members.is_empty()).then(|| {
+        ClusterMeta::bootstrap(
+            config.cluster_hash(),
+            c.ring_size,
+            c.members
+                .iter()
+                .map(|m| (m.id.clone(), m.peer_addr, m.http_addr)),
+            config.defaults.clone(),
+            config.buckets.clone(),
+        )
+    })
+}
+
+/// Asks the config's `join` addresses to let this node in.
+async fn join(
+    config: &Config,
+    peer_addr: SocketAddr,
+    http_addr: SocketAddr,
+    dialer: Arc<dyn Dialer>,
+    faults: Arc<Faults>,
+) -> Result<ClusterMeta, NodeError> {
+    let identity = Identity::new(config.node_id.clone(), net::JOINING, []);
+    let net = Net::new(identity, [], faults, dialer);
+    tracing::info!(node = %config.node_id, addrs = ?config.cluster.join, "asking to join the cluster");
+    meta::ask_to_join(
+        &net,
+        &config.cluster.join,
+        &config.node_id,
+        peer_addr,
+        http_addr,
+        JOIN_PATIENCE,
+    )
+    .await
+    .map_err(|e| NodeError::Meta(format!("could not join the cluster: {e}")))
+}
+
+/// The cluster's shared settings come from its metadata; a first member's config says the
+/// same unless it was edited since (then the metadata wins, and the log says so).
+fn adopt_cluster_settings(config: &mut Config, meta: &ClusterMeta) {
+    if !config.cluster.members.is_empty() && config.cluster_hash() != meta.settings_hash {
+        tracing::warn!(
+            "[cluster], [defaults] or [buckets] differ from the settings this cluster was made with; the cluster's metadata is used"
+        );
+    }
+    config.cluster.ring_size = meta.ring_size;
+    config.defaults = meta.defaults.clone();
+    config.buckets = meta.buckets.clone();
+}
+
+/// Keeps the transport, the failure detector and the handshake's member list in step with
+/// the members the metadata names.
+async fn follow_membership(
+    mut view: tokio::sync::watch::Receiver<Arc<meta::View>>,
+    me: String,
+    net: Arc<Net>,
+    liveness: Arc<Liveness>,
+    skew: Arc<Skew>,
+) {
+    loop {
+        let members: Vec<(String, SocketAddr)> = view
+            .borrow_and_update()
+            .meta
+            .live_members()
+            .map(|(id, m)| (id.clone(), m.peer_addr))
+            .collect();
+        for (id, addr) in &members {
+            net.add_peer(id, *addr);
+        }
+        net.identity()
+            .set_members(members.iter().map(|(id, _)| id.clone()));
+        let others: Vec<String> = members
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| *id != me)
+            .collect();
+        skew.set_peer_count(others.len());
+        liveness.set_peers(others);
+        if view.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Sockets bound ahead of start, so tests can use port 0 and learn the ports first.
@@ -89,11 +180,14 @@ pub struct Node {
     http_addr: SocketAddr,
     faults: Arc<Faults>,
     replica: Arc<Replica>,
+    metadata: Arc<meta::Metadata>,
+    follow_task: JoinHandle<()>,
     http_stop: Option<oneshot::Sender<()>>,
     http_task: JoinHandle<()>,
     peer_task: JoinHandle<()>,
     heartbeat_task: JoinHandle<()>,
     handoff_task: JoinHandle<()>,
+    transfer_task: JoinHandle<()>,
     ae_task: JoinHandle<()>,
 }
 
@@ -114,24 +208,52 @@ impl Node {
         seams: Seams,
     ) -> Result<Node, NodeError> {
         config.validate()?;
-        let config = Arc::new(config);
+        let mut config = config;
         let bound = |l: &TcpListener, what, addr| {
             l.local_addr()
                 .map_err(|source| NodeError::Bind { what, addr, source })
         };
         let http_addr = bound(&listeners.http, "http_addr", config.http_addr)?;
         let peer_addr = bound(&listeners.peer, "peer_addr", config.peer_addr)?;
-        let ring = Ring::new(
-            config
-                .cluster
-                .members
-                .iter()
-                .map(|m| m.id.clone())
-                .collect(),
-            config.cluster.ring_size,
-        );
+        let secret = match &config.security.cluster_secret_file {
+            Some(path) => Some(ClusterSecret::load(path).map_err(NodeError::Security)?),
+            None => None,
+        };
+        let faults = seams.faults.clone();
+        let dialer: Arc<dyn Dialer> = match &secret {
+            Some(s) => Arc::new(NoiseDialer::new(seams.dialer.clone(), s.link_key())),
+            None => seams.dialer.clone(),
+        };
+        // The cluster's metadata: from the log if this node has been a member, else from
+        // the config's first members, else by asking to join.
+        let store = meta::Store::open(&config.data_dir.join("meta")).map_err(|e| {
+            NodeError::Meta(format!(
+                "cannot open the metadata store in {}: {e}",
+                config.data_dir.join("meta").display()
+            ))
+        })?;
+        let bootstrap = first_members_meta(&config);
+        if !store.subscribe().borrow().meta.is_bootstrapped() {
+            let provisional = match &bootstrap {
+                Some(b) => b.clone(),
+                None => {
+                    join(
+                        &config,
+                        peer_addr,
+                        http_addr,
+                        dialer.clone(),
+                        faults.clone(),
+                    )
+                    .await?
+                }
+            };
+            store.provide(provisional);
+        }
+        let view = store.subscribe().borrow().clone();
+        adopt_cluster_settings(&mut config, &view.meta);
+        let config = Arc::new(config);
         let replica = {
-            let (config, seams, ring) = (config.clone(), seams.clone(), ring.clone());
+            let (config, seams, ring) = (config.clone(), seams.clone(), view.ring.clone());
             tokio::task::spawn_blocking(move || {
                 Replica::open(
                     &config.data_dir,
@@ -150,10 +272,6 @@ impl Node {
             .map_err(|e| ReplicaError::Identity(std::io::Error::other(e)))??
         };
         let replica = Arc::new(replica);
-        let secret = match &config.security.cluster_secret_file {
-            Some(path) => Some(ClusterSecret::load(path).map_err(NodeError::Security)?),
-            None => None,
-        };
         let tls = match (&config.http.tls_cert_file, &config.http.tls_key_file) {
             (Some(cert), Some(key)) => {
                 Some(api::tls::acceptor(cert, key).map_err(NodeError::Security)?)
@@ -165,43 +283,40 @@ impl Node {
             None => None,
         };
         let contexts = secret.as_ref().map_or_else(
-            || ContextKey::from_settings(config.cluster_hash()),
+            || ContextKey::from_settings(view.meta.settings_hash),
             |s| ContextKey::new(s.context_key()),
         );
-        let identity = Identity {
-            node_id: config.node_id.clone(),
-            cluster_hash: config.cluster_hash(),
-            members: config
-                .cluster
-                .members
-                .iter()
-                .map(|m| m.id.clone())
-                .collect(),
-        };
-        let peers = config
-            .cluster
-            .members
-            .iter()
-            .filter(|m| m.id != config.node_id)
-            .map(|m| (m.id.clone(), m.peer_addr));
-        let faults = seams.faults.clone();
-        let dialer: Arc<dyn Dialer> = match &secret {
-            Some(s) => Arc::new(NoiseDialer::new(seams.dialer, s.link_key())),
-            None => seams.dialer,
-        };
-        let net = Arc::new(Net::new(identity.clone(), peers, faults.clone(), dialer));
+        let others: Vec<(String, SocketAddr)> = view
+            .meta
+            .live_members()
+            .filter(|(id, _)| **id != config.node_id)
+            .map(|(id, m)| (id.clone(), m.peer_addr))
+            .collect();
+        let identity = Identity::new(
+            config.node_id.clone(),
+            view.meta.settings_hash,
+            view.meta.live_members().map(|(id, _)| id.clone()),
+        );
+        let net = Arc::new(Net::new(
+            identity.clone(),
+            others.clone(),
+            faults.clone(),
+            dialer,
+        ));
+        let metadata = meta::Metadata::start(&config.node_id, store, net.clone(), bootstrap)
+            .await
+            .map_err(NodeError::Meta)?;
         let liveness = Arc::new(Liveness::new(
-            config
-                .cluster
-                .members
-                .iter()
-                .filter(|m| m.id != config.node_id)
-                .map(|m| m.id.clone()),
+            others.iter().map(|(id, _)| id.clone()),
             seams.clock.clone(),
         ));
-        let skew = Arc::new(Skew::new(
-            config.cluster.max_clock_offset_ms,
-            config.cluster.members.len().saturating_sub(1),
+        let skew = Arc::new(Skew::new(config.cluster.max_clock_offset_ms, others.len()));
+        let follow_task = tokio::spawn(follow_membership(
+            metadata.subscribe(),
+            config.node_id.clone(),
+            net.clone(),
+            liveness.clone(),
+            skew.clone(),
         ));
         let heartbeat_task = tokio::spawn(cluster::heartbeat(
             net.clone(),
@@ -210,7 +325,7 @@ impl Node {
         ));
         let coordinator = Arc::new(Coordinator::new(
             config.clone(),
-            ring,
+            metadata.clone(),
             replica.clone(),
             net.clone(),
             liveness,
@@ -230,6 +345,10 @@ impl Node {
         let handoff_task = tokio::spawn(handoff::run(
             coordinator.clone(),
             Duration::from_millis(config.handoff.interval_ms),
+        ));
+        let transfer_task = tokio::spawn(transfer::run(
+            coordinator.clone(),
+            config.handoff.transfer_bytes_per_sec,
         ));
         let on_hello: net::OnHello = {
             let net = net.clone();
@@ -270,11 +389,14 @@ impl Node {
             http_addr,
             faults,
             replica,
+            metadata,
+            follow_task,
             http_stop: Some(http_stop),
             http_task,
             peer_task,
             heartbeat_task,
             handoff_task,
+            transfer_task,
             ae_task,
         })
     }
@@ -316,7 +438,13 @@ impl Node {
             let _ = stop.send(());
         }
         self.heartbeat_task.abort();
-        for task in [&mut self.handoff_task, &mut self.ae_task] {
+        self.follow_task.abort();
+        self.metadata.shutdown().await;
+        for task in [
+            &mut self.handoff_task,
+            &mut self.transfer_task,
+            &mut self.ae_task,
+        ] {
             task.abort();
             let _ = task.await;
         }

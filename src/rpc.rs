@@ -142,6 +142,13 @@ pub enum Request {
         partition: u32,
         leaf: u32,
     },
+    /// Partition handoff: merge these states (bucket, key, encoded state) into yours.
+    Transfer {
+        partition: u32,
+        items: Vec<(String, String, Blob)>,
+    },
+    /// Cluster metadata (`meta::network`), as JSON.
+    Meta(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// Why a replica could not do what was asked; mapped to an HTTP status by the API.
@@ -205,6 +212,7 @@ pub enum Response {
     },
     Hashes(Vec<u64>),
     Digests(Vec<(Vec<u8>, u64)>),
+    Meta(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// Bytes that serialize as one length-prefixed run (not element by element, as `Vec<u8>`

@@ -24,11 +24,7 @@ impl Handler for SlowEcho {
 }
 
 fn identity(id: &str, hash: u64) -> Identity {
-    Identity {
-        node_id: id.into(),
-        cluster_hash: hash,
-        members: vec!["client".into(), "server".into()],
-    }
+    Identity::new(id, hash, ["client".to_owned(), "server".to_owned()])
 }
 
 async fn server(hash: u64) -> (SocketAddr, tokio::task::JoinHandle<()>) {

@@ -28,11 +28,11 @@ async fn forged_put(
     dialer: Arc<dyn Dialer>,
 ) -> Result<bytes::Bytes, quorumkv::net::NetError> {
     let config = &c.configs[target];
-    let identity = Identity {
-        node_id: claimed.to_owned(),
-        cluster_hash: config.cluster_hash(),
-        members: c.configs.iter().map(|c| c.node_id.clone()).collect(),
-    };
+    let identity = Identity::new(
+        claimed,
+        config.cluster_hash(),
+        c.configs.iter().map(|c| c.node_id.clone()),
+    );
     let net = Net::new(
         identity,
         [(config.node_id.clone(), config.peer_addr)],

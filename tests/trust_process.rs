@@ -58,11 +58,7 @@ async fn strangers_on_the_peer_port_cost_little_and_learn_nothing() {
     let secret_text = std::fs::read_to_string(c.secret_path()).expect("secret");
     let wrong = ClusterSecret::generate().expect("random");
     let net = Net::new(
-        Identity {
-            node_id: "n2".into(),
-            cluster_hash: 0,
-            members: vec!["n1".into(), "n2".into(), "n3".into()],
-        },
+        Identity::new("n2", 1, ["n1", "n2", "n3"].map(String::from)),
         [("n1".to_owned(), target)],
         Arc::new(Faults::default()),
         Arc::new(NoiseDialer::new(

@@ -74,28 +74,30 @@ pub async fn run(
 ) {
     let me = coordinator.me().to_owned();
     let n = coordinator.max_n();
-    let ring = coordinator.ring().clone();
-    // (partition, the other replicas, whether this node is its first primary and so reaps it)
-    let partitions: Vec<(u32, Vec<String>, bool)> = (0..ring.ring_size())
-        .filter_map(|p| {
-            let replicas = ring.preference_list(p, n);
-            replicas.contains(&me.as_str()).then(|| {
-                let first = replicas.first() == Some(&me.as_str());
-                let others = replicas
-                    .into_iter()
-                    .filter(|r| *r != me)
-                    .map(str::to_owned)
-                    .collect();
-                (p, others, first)
-            })
-        })
-        .collect();
-    if partitions.is_empty() {
-        return;
-    }
-    let spacing = interval / partitions.len() as u32;
     let mut round: usize = 0;
     loop {
+        // The ring in force, taken afresh each pass: membership changes move partitions.
+        let ring = coordinator.view().ring.clone();
+        // (partition, the other replicas, whether this node is its first primary and so reaps it)
+        let partitions: Vec<(u32, Vec<String>, bool)> = (0..ring.ring_size())
+            .filter_map(|p| {
+                let replicas = ring.preference_list(p, n);
+                replicas.contains(&me.as_str()).then(|| {
+                    let first = replicas.first() == Some(&me.as_str());
+                    let others = replicas
+                        .into_iter()
+                        .filter(|r| *r != me)
+                        .map(str::to_owned)
+                        .collect();
+                    (p, others, first)
+                })
+            })
+            .collect();
+        if partitions.is_empty() {
+            tokio::time::sleep(interval).await;
+            continue;
+        }
+        let spacing = interval / partitions.len() as u32;
         for (partition, others, reaps) in &partitions {
             tokio::time::sleep(spacing).await;
             if *reaps {

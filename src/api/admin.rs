@@ -99,7 +99,8 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
 }
 
 pub async fn ring(State(state): State<AppState>) -> Json<Value> {
-    let ring = state.coordinator.ring();
+    let view = state.coordinator.view();
+    let ring = &view.ring;
     let partitions: Vec<Value> = (0..ring.ring_size())
         .map(|p| json!({ "partition": p, "owner": ring.owner(p) }))
         .collect();

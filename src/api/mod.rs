@@ -5,6 +5,7 @@
 
 mod admin;
 pub mod auth;
+mod cluster;
 mod error;
 mod kv;
 mod metrics;
@@ -18,7 +19,7 @@ use std::time::Instant;
 
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::anti_entropy;
@@ -77,6 +78,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/status", get(admin::status))
         .route("/admin/anti-entropy", get(admin::anti_entropy))
         .route("/admin/ring", get(admin::ring))
+        .route("/admin/cluster", get(cluster::status))
+        .route("/admin/cluster/leave/{id}", post(cluster::leave))
+        .route("/admin/cluster/replace/{old}/{new}", post(cluster::replace))
         .route("/admin/preflist/{bucket}/{key}", get(admin::preflist))
         .route("/admin/replica/{bucket}/{key}", get(admin::replica))
         .fallback(not_found)

@@ -144,11 +144,7 @@ pub fn run(args: &CeilingArgs) -> Result<(), String> {
 /// The bare cluster's identities: coordinators `c1..` and replicas named by their address;
 /// replicas accept any coordinator.
 fn identity(id: String) -> Identity {
-    Identity {
-        node_id: id,
-        cluster_hash: 0,
-        members: (1..=NODES).map(|i| format!("c{i}")).collect(),
-    }
+    Identity::new(id, 0, (1..=NODES).map(|i| format!("c{i}")))
 }
 
 /// One bare replica, until the process is killed.

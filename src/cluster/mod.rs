@@ -68,28 +68,52 @@ pub struct PeerView {
 }
 
 pub struct Liveness {
-    peers: HashMap<String, Mutex<Health>>,
+    /// Follows the membership (`set_peers`).
+    peers: parking_lot::RwLock<HashMap<String, Arc<Mutex<Health>>>>,
     clock: Arc<dyn WallClock>,
+}
+
+fn unheard() -> Arc<Mutex<Health>> {
+    Arc::new(Mutex::new(Health {
+        intervals: VecDeque::with_capacity(WINDOW),
+        total: Duration::ZERO,
+        last: Instant::now(),
+        last_wall_ms: None,
+        up: false,
+    }))
 }
 
 impl Liveness {
     /// Every peer starts unheard, its silence counted from now.
     pub fn new(peers: impl IntoIterator<Item = String>, clock: Arc<dyn WallClock>) -> Self {
-        let now = Instant::now();
-        let peers = peers
-            .into_iter()
-            .map(|id| {
-                let health = Health {
-                    intervals: VecDeque::with_capacity(WINDOW),
-                    total: Duration::ZERO,
-                    last: now,
-                    last_wall_ms: None,
-                    up: false,
-                };
-                (id, Mutex::new(health))
-            })
-            .collect();
-        Liveness { peers, clock }
+        let peers = peers.into_iter().map(|id| (id, unheard())).collect();
+        Liveness {
+            peers: parking_lot::RwLock::new(peers),
+            clock,
+        }
+    }
+
+    /// The peers to watch from now on: new ones start unheard, those no longer listed are
+    /// forgotten, the rest keep their history.
+    pub fn set_peers(&self, ids: impl IntoIterator<Item = String>) {
+        let ids: std::collections::BTreeSet<String> = ids.into_iter().collect();
+        let mut peers = self.peers.write();
+        peers.retain(|id, _| ids.contains(id));
+        for id in ids {
+            peers.entry(id).or_insert_with(unheard);
+        }
+    }
+
+    fn health(&self, peer: &str) -> Option<Arc<Mutex<Health>>> {
+        self.peers.read().get(peer).cloned()
+    }
+
+    fn all(&self) -> Vec<(String, Arc<Mutex<Health>>)> {
+        let peers = self.peers.read();
+        peers
+            .iter()
+            .map(|(id, h)| (id.clone(), h.clone()))
+            .collect()
     }
 
     /// This node's wall-clock time, as heartbeats carry it.
@@ -99,7 +123,7 @@ impl Liveness {
 
     /// Records a heartbeat from `peer`.
     pub fn heard(&self, peer: &str, now: Instant) {
-        let Some(h) = self.peers.get(peer) else {
+        let Some(h) = self.health(peer) else {
             return;
         };
         let mut h = h.lock();
@@ -121,7 +145,7 @@ impl Liveness {
     /// A peer never heard from is not convicted (it may still be starting): calls to it are
     /// tried, and fail fast if nothing listens. Unknown peers count as down.
     pub fn is_down(&self, peer: &str) -> bool {
-        self.peers.get(peer).is_none_or(|h| {
+        self.health(peer).is_none_or(|h| {
             let h = h.lock();
             h.last_wall_ms.is_some() && h.phi(Instant::now()) >= PHI_THRESHOLD
         })
@@ -130,13 +154,13 @@ impl Liveness {
     pub fn view(&self) -> Vec<PeerView> {
         let now = Instant::now();
         let mut views: Vec<PeerView> = self
-            .peers
-            .iter()
+            .all()
+            .into_iter()
             .map(|(id, h)| {
                 let h = h.lock();
                 let phi = h.phi(now);
                 PeerView {
-                    id: id.clone(),
+                    id,
                     up: h.last_wall_ms.is_some() && phi < PHI_THRESHOLD,
                     phi,
                     last_heard_ms: h.last_wall_ms,
@@ -150,7 +174,7 @@ impl Liveness {
     /// Logs each peer whose state changed since the last call.
     fn log_transitions(&self) {
         let now = Instant::now();
-        for (id, h) in &self.peers {
+        for (id, h) in self.all() {
             let mut h = h.lock();
             let up = h.last_wall_ms.is_some() && h.phi(now) < PHI_THRESHOLD;
             if up != h.up {
@@ -173,9 +197,8 @@ pub async fn heartbeat(net: Arc<Net>, liveness: Arc<Liveness>, skew: Arc<Skew>) 
     let mut out_of_bounds = false;
     loop {
         tick.tick().await;
-        for peer in liveness.peers.keys() {
-            let (net, liveness, skew, peer) =
-                (net.clone(), liveness.clone(), skew.clone(), peer.clone());
+        for (peer, _) in liveness.all() {
+            let (net, liveness, skew) = (net.clone(), liveness.clone(), skew.clone());
             tokio::spawn(async move {
                 let sent_ms = liveness.clock.now_ms();
                 let ping = Request::Ping { wall_ms: sent_ms };
@@ -221,7 +244,8 @@ mod tests {
             l.heard("n2", t0 + HEARTBEAT_INTERVAL * i);
         }
         let last = t0 + HEARTBEAT_INTERVAL * 19;
-        let h = l.peers["n2"].lock();
+        let health = l.health("n2").expect("n2");
+        let h = health.lock();
         assert!(h.phi(last + Duration::from_millis(100)) < 1.0);
         assert!(h.phi(last + Duration::from_millis(1000)) < PHI_THRESHOLD);
         assert!(h.phi(last + Duration::from_millis(2000)) >= PHI_THRESHOLD);
@@ -236,7 +260,13 @@ mod tests {
         }
         let last = t0 + Duration::from_millis(500) * 19;
         // Two seconds of silence convict a peer heard every 100 ms, not one heard every 500.
-        assert!(l.peers["n2"].lock().phi(last + Duration::from_secs(2)) < PHI_THRESHOLD);
+        assert!(
+            l.health("n2")
+                .expect("n2")
+                .lock()
+                .phi(last + Duration::from_secs(2))
+                < PHI_THRESHOLD
+        );
     }
 
     #[test]
@@ -252,7 +282,13 @@ mod tests {
         }
         // The slow second-long intervals have left the window: the peer is judged by the
         // regular ones again, so two seconds of silence convict it.
-        assert!(l.peers["n2"].lock().phi(at + Duration::from_secs(2)) >= PHI_THRESHOLD);
+        assert!(
+            l.health("n2")
+                .expect("n2")
+                .lock()
+                .phi(at + Duration::from_secs(2))
+                >= PHI_THRESHOLD
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ use parking_lot::Mutex;
 #[derive(Debug)]
 pub struct Skew {
     max_offset_ms: u64,
-    /// How many peers this node has.
-    peer_count: usize,
+    /// How many peers this node has (follows the membership).
+    peer_count: std::sync::atomic::AtomicUsize,
     /// Peer id → its clock minus ours, in ms (latest estimate).
     offsets: Mutex<HashMap<String, i64>>,
 }
@@ -36,9 +36,14 @@ impl Skew {
     pub fn new(max_offset_ms: u64, peer_count: usize) -> Self {
         Skew {
             max_offset_ms,
-            peer_count,
+            peer_count: std::sync::atomic::AtomicUsize::new(peer_count),
             offsets: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn set_peer_count(&self, peers: usize) {
+        self.peer_count
+            .store(peers, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn max_offset_ms(&self) -> u64 {
@@ -81,7 +86,8 @@ impl Skew {
         let behind = ours.iter().filter(|&&o| o < -bound).count();
         Verdict {
             offset_ms: median,
-            out_of_bounds: ahead.max(behind) * 2 > self.peer_count,
+            out_of_bounds: ahead.max(behind) * 2
+                > self.peer_count.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

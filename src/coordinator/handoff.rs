@@ -1,6 +1,8 @@
 //! Hinted handoff: every `[handoff] interval_ms`, offer each hint this node holds to its owner
 //! if the failure detector has not convicted it; delete the hint once the owner acknowledged.
-//! Hints are durable, so handoff resumes after a restart of either side.
+//! Hints are durable, so handoff resumes after a restart of either side. A hint whose owner
+//! no longer replicates the key (a membership change moved it) goes to the key's replicas
+//! under the ring in force instead.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,7 +11,6 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 
 use super::Coordinator;
-use crate::rpc::{self, Request, Response};
 
 /// Hints offered at once.
 const CONCURRENCY: usize = 16;
@@ -31,14 +32,11 @@ pub async fn run(coordinator: Arc<Coordinator>, interval: Duration) {
             .for_each_concurrent(CONCURRENCY, |(hint, state)| {
                 let coordinator = coordinator.clone();
                 async move {
-                    let sync = Request::Sync {
-                        bucket: hint.bucket.clone(),
-                        key: hint.key.clone(),
-                        state: state.encode(),
-                    };
-                    let answer =
-                        rpc::call(&coordinator.net, &hint.owner, &sync, OFFER_TIMEOUT).await;
-                    let taken = matches!(answer, Ok(Response::Synced(Ok(()))));
+                    let reader = coordinator.reader(&hint.bucket, &hint.key);
+                    let mut taken = true;
+                    for to in coordinator.hint_targets(&hint.owner, &hint.bucket, &hint.key) {
+                        taken &= reader.push(&to, &state, OFFER_TIMEOUT).await.is_ok();
+                    }
                     if !taken {
                         return;
                     }

@@ -25,6 +25,7 @@ mod read_repair;
 mod reader;
 pub mod round;
 mod service;
+pub mod transfer;
 mod write;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,9 +36,9 @@ use crate::causal::{KeyState, VersionVector};
 use crate::cluster::skew::Skew;
 use crate::cluster::Liveness;
 use crate::config::Config;
+use crate::meta::{Metadata, View};
 use crate::net::Net;
 use crate::replica::Replica;
-use crate::ring::Ring;
 use crate::rpc::{self, Failure, PutRequest, WriteOp};
 use latency::Latencies;
 
@@ -57,7 +58,8 @@ pub struct Knobs {
 pub struct Coordinator {
     me: String,
     config: Arc<Config>,
-    ring: Ring,
+    /// The ring in force comes from here, per request.
+    metadata: Arc<Metadata>,
     replica: Arc<Replica>,
     net: Arc<Net>,
     liveness: Arc<Liveness>,
@@ -73,7 +75,7 @@ pub struct Coordinator {
 impl Coordinator {
     pub fn new(
         config: Arc<Config>,
-        ring: Ring,
+        metadata: Arc<Metadata>,
         replica: Arc<Replica>,
         net: Arc<Net>,
         liveness: Arc<Liveness>,
@@ -82,7 +84,7 @@ impl Coordinator {
         Coordinator {
             me: config.node_id.clone(),
             config,
-            ring,
+            metadata,
             replica,
             net,
             liveness,
@@ -94,8 +96,13 @@ impl Coordinator {
         }
     }
 
-    pub fn ring(&self) -> &Ring {
-        &self.ring
+    /// The cluster metadata in force on this node (members, ring, transition).
+    pub fn view(&self) -> Arc<View> {
+        self.metadata.view()
+    }
+
+    pub fn metadata(&self) -> &Arc<Metadata> {
+        &self.metadata
     }
 
     pub fn me(&self) -> &str {
@@ -145,8 +152,9 @@ impl Coordinator {
     /// The key's primary replicas and then its fallback nodes, each in order.
     fn placement(&self, bucket: &str, key: &str) -> (Vec<String>, Vec<String>) {
         let n = usize::from(self.config.bucket(bucket).n);
-        let partition = self.ring.partition(bucket.as_bytes(), key.as_bytes());
-        let mut walk: Vec<String> = self
+        let view = self.view();
+        let partition = view.ring.partition(bucket.as_bytes(), key.as_bytes());
+        let mut walk: Vec<String> = view
             .ring
             .walk(partition)
             .into_iter()
@@ -156,11 +164,43 @@ impl Coordinator {
         (walk, fallbacks)
     }
 
+    /// During a membership change, the key's primaries under the next ring (writes must
+    /// reach `w` of them too); `None` otherwise.
+    fn next_primaries(&self, bucket: &str, key: &str) -> Option<Vec<String>> {
+        let n = usize::from(self.config.bucket(bucket).n);
+        let view = self.view();
+        let next = view.next.as_ref()?;
+        let partition = next.partition(bucket.as_bytes(), key.as_bytes());
+        Some(
+            next.preference_list(partition, n)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+
+    /// Where a hint meant for `owner` goes: to the owner while it replicates the key, else to
+    /// the key's primaries now (and under the next ring, during a change).
+    pub(crate) fn hint_targets(&self, owner: &str, bucket: &str, key: &str) -> Vec<String> {
+        let (_, mut targets) = self.preference_list(bucket, key);
+        for n in self.next_primaries(bucket, key).unwrap_or_default() {
+            if !targets.contains(&n) {
+                targets.push(n);
+            }
+        }
+        if targets.iter().any(|t| t == owner) {
+            vec![owner.to_owned()]
+        } else {
+            targets
+        }
+    }
+
     /// The key's partition and its primary replicas, in order.
     pub fn preference_list(&self, bucket: &str, key: &str) -> (u32, Vec<String>) {
         let n = usize::from(self.config.bucket(bucket).n);
-        let partition = self.ring.partition(bucket.as_bytes(), key.as_bytes());
-        let nodes = self
+        let view = self.view();
+        let partition = view.ring.partition(bucket.as_bytes(), key.as_bytes());
+        let nodes = view
             .ring
             .preference_list(partition, n)
             .into_iter()

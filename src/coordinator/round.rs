@@ -193,6 +193,14 @@ impl Round {
         (self.expired || met || !can_improve).then(|| self.summary())
     }
 
+    /// The primaries that stored it themselves (not through a stand-in).
+    pub fn acked_primaries(&self) -> impl Iterator<Item = &str> {
+        self.slots
+            .iter()
+            .filter(|s| s.fill == Fill::Filled(By::Primary))
+            .map(|s| s.owner.as_str())
+    }
+
     /// The deadline passed: the round ends with what it has.
     pub fn expire(&mut self) -> Outcome {
         let outcome = self.summary();

@@ -31,7 +31,15 @@ impl Handler for Service {
         let coordinator = self.coordinator.clone();
         let from = from.to_owned();
         Box::pin(async move {
-            let response = match rpc::decode::<Request>(&request) {
+            let member = coordinator.net().identity().is_member(&from);
+            let request = rpc::decode::<Request>(&request);
+            // A node that is not a member yet may only ask to join (`Metadata::handle`).
+            if !member && !matches!(request, Some(Request::Meta(_))) {
+                tracing::warn!(peer = %from, "refusing a data request from a node that is not a member");
+                let refusal = Failure::Internal(format!("{from} is not a member of this cluster"));
+                return Bytes::from(rpc::encode(&Response::Synced(Err(refusal))));
+            }
+            let response = match request {
                 Some(Request::Put(put)) => Response::Put(coordinator.coordinate_put(put).await),
                 Some(Request::Sync { bucket, key, state }) => {
                     Response::Synced(sync(&coordinator, &bucket, &key, &state).await)
@@ -70,6 +78,19 @@ impl Handler for Service {
                     key,
                     state,
                 }) => Response::Synced(hint(&coordinator, owner, bucket, key, &state).await),
+                Some(Request::Transfer { partition, items }) => {
+                    let mut result = Ok(());
+                    for (bucket, key, state) in items {
+                        if let Err(f) = sync(&coordinator, &bucket, &key, &state.0).await {
+                            tracing::warn!(partition, %bucket, %key, failure = ?f, "could not take a handed-off key");
+                            result = Err(f);
+                        }
+                    }
+                    Response::Synced(result)
+                }
+                Some(Request::Meta(body)) => {
+                    Response::Meta(coordinator.metadata().handle(&from, &body, member).await)
+                }
                 None => {
                     tracing::warn!(peer = %from, "undecodable request from peer");
                     Response::Synced(Err(Failure::Internal("undecodable request".into())))

@@ -31,6 +31,15 @@ impl Coordinator {
             }
         }
         let (primaries, fallbacks) = self.placement(&request.bucket, &request.key);
+        // During a membership change the write must also reach `w` of the next ring's
+        // primaries; those that are not primaries now are sent it alongside.
+        let next = self.next_primaries(&request.bucket, &request.key);
+        let newcomers: Vec<String> = next
+            .iter()
+            .flatten()
+            .filter(|n| !primaries.contains(n))
+            .cloned()
+            .collect();
         let deadline = Instant::now() + Duration::from_millis(request.timeout_ms);
         let (state, local) = self
             .replica
@@ -70,6 +79,10 @@ impl Coordinator {
             }
         };
         send(round.start(Instant::now(), &down), &mut inflight);
+        let mut extra: FuturesUnordered<BoxFuture<'static, (String, bool)>> = newcomers
+            .iter()
+            .map(|node| self.sync_to(node, &request, &encoded, deadline))
+            .collect();
         let outcome = loop {
             if let Some(outcome) = round.outcome() {
                 break outcome;
@@ -93,9 +106,45 @@ impl Coordinator {
                 }
             }
         };
-        if !inflight.is_empty() {
+        let outcome = match (outcome, &next) {
+            (Outcome::Met { acked }, Some(next)) => {
+                let need = request.w.min(next.len() as u8);
+                let mut stored: Vec<String> = Vec::new();
+                let counted = |round: &Round, stored: &[String]| {
+                    let by_round = round
+                        .acked_primaries()
+                        .filter(|p| next.iter().any(|n| n == p));
+                    (by_round.count() + stored.len()) as u8
+                };
+                while counted(&round, &stored) < need {
+                    tokio::select! {
+                        Some((node, ok)) = extra.next() => if ok { stored.push(node) },
+                        Some((id, Some(ok), _)) = inflight.next() => {
+                            send(round.answer(id, ok, Instant::now(), &down), &mut inflight);
+                        }
+                        () = tokio::time::sleep_until(deadline.into()) => break,
+                        else => break,
+                    }
+                }
+                let acked_next = counted(&round, &stored);
+                if acked_next >= need {
+                    Outcome::Met { acked }
+                } else {
+                    Outcome::Failed {
+                        needed: need,
+                        acked: acked_next,
+                        pending: extra.len() as u8,
+                    }
+                }
+            }
+            (outcome, _) => outcome,
+        };
+        if !inflight.is_empty() || !extra.is_empty() {
             // Replication to the rest completes after we have answered.
-            tokio::spawn(async move { while inflight.next().await.is_some() {} });
+            tokio::spawn(async move {
+                while inflight.next().await.is_some() {}
+                while extra.next().await.is_some() {}
+            });
         }
         match outcome {
             Outcome::Met { acked } => Ok(PutOutcome {
@@ -112,6 +161,29 @@ impl Coordinator {
                 pending,
             }),
         }
+    }
+
+    /// Sends the state to a node that is a primary under the next ring only.
+    fn sync_to(
+        &self,
+        node: &str,
+        request: &PutRequest,
+        state: &[u8],
+        deadline: Instant,
+    ) -> BoxFuture<'static, (String, bool)> {
+        let message = Request::Sync {
+            bucket: request.bucket.clone(),
+            key: request.key.clone(),
+            state: state.to_vec(),
+        };
+        let (net, node) = (self.net.clone(), node.to_owned());
+        async move {
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            let answer = rpc::call(&net, &node, &message, timeout).await;
+            let ok = matches!(answer, Ok(Response::Synced(Ok(()))));
+            (node, ok)
+        }
+        .boxed()
     }
 
     /// Sends the state to a primary to merge, or to a stand-in to hold as a hint.

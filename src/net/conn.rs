@@ -27,11 +27,12 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Dials `addr`, exchanges hellos, and starts the reader and writer tasks.
+    /// Dials `addr`, exchanges hellos, and starts the reader and writer tasks. `expected`
+    /// is the node that must answer (`None`: whoever listens there, for a join).
     pub(super) async fn connect(
         dialer: &dyn Dialer,
         addr: SocketAddr,
-        expected: &str,
+        expected: Option<&str>,
         me: &Identity,
     ) -> Result<Arc<Conn>, String> {
         let stream = dialer.dial(addr).await.map_err(|e| e.to_string())?;
@@ -59,13 +60,14 @@ impl Conn {
         let Some(answer) = answer else {
             return Err("the peer answered the handshake with garbage".into());
         };
-        if answer.node_id != expected {
+        if let Some(expected) = expected.filter(|e| *e != answer.node_id) {
             return Err(format!(
                 "expected node {expected} at {addr}, found {}",
                 answer.node_id
             ));
         }
-        if answer.cluster_hash != me.cluster_hash {
+        let expected = answer.node_id.as_str();
+        if me.cluster_hash != super::JOINING && answer.cluster_hash != me.cluster_hash {
             return Err(format!(
                 "peer has different cluster settings (hash {:x}, ours {:x})",
                 answer.cluster_hash, me.cluster_hash

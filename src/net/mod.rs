@@ -130,8 +130,36 @@ pub enum NetError {
 pub struct Identity {
     pub node_id: String,
     pub cluster_hash: u64,
-    /// Every member's id: a peer whose hello names anyone else is refused.
-    pub members: Vec<String>,
+    /// Every member's id: a peer whose hello names anyone else is refused, unless it says
+    /// it is joining ([`JOINING`] for its settings hash). Kept current as members change.
+    pub members: Arc<parking_lot::RwLock<std::collections::BTreeSet<String>>>,
+}
+
+/// The settings hash a node sends before it has joined: it knows no cluster's settings yet.
+pub const JOINING: u64 = 0;
+
+impl Identity {
+    pub fn new(
+        node_id: impl Into<String>,
+        cluster_hash: u64,
+        members: impl IntoIterator<Item = String>,
+    ) -> Identity {
+        let identity = Identity {
+            node_id: node_id.into(),
+            cluster_hash,
+            members: Arc::default(),
+        };
+        identity.set_members(members);
+        identity
+    }
+
+    pub fn is_member(&self, id: &str) -> bool {
+        self.members.read().contains(id)
+    }
+
+    pub fn set_members(&self, members: impl IntoIterator<Item = String>) {
+        *self.members.write() = members.into_iter().collect();
+    }
 }
 
 struct Peer {
@@ -150,7 +178,8 @@ struct PeerState {
 /// The client side: calls to peers.
 pub struct Net {
     identity: Identity,
-    peers: HashMap<String, Arc<Peer>>,
+    /// Grows as members join (`add_peer`); a peer's address can change with a replace.
+    peers: parking_lot::RwLock<HashMap<String, Arc<Peer>>>,
     faults: Arc<Faults>,
     dialer: Arc<dyn Dialer>,
     next_id: AtomicU64,
@@ -179,7 +208,7 @@ impl Net {
             .collect();
         Net {
             identity,
-            peers,
+            peers: parking_lot::RwLock::new(peers),
             faults,
             dialer,
             next_id: AtomicU64::new(1),
@@ -196,9 +225,34 @@ impl Net {
         )
     }
 
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Learns (or updates) where `id` listens; calls to it may go out from now on.
+    pub fn add_peer(&self, id: &str, addr: SocketAddr) {
+        if id == self.identity.node_id {
+            return;
+        }
+        let mut peers = self.peers.write();
+        if peers.get(id).is_some_and(|p| p.addr == addr) {
+            return;
+        }
+        let peer = Peer {
+            id: id.to_owned(),
+            addr,
+            state: tokio::sync::Mutex::new(PeerState::default()),
+        };
+        peers.insert(id.to_owned(), Arc::new(peer));
+    }
+
+    fn peer(&self, id: &str) -> Option<Arc<Peer>> {
+        self.peers.read().get(id).cloned()
+    }
+
     /// Whether the peer's connection is currently up (for status pages).
     pub async fn connected(&self, peer: &str) -> bool {
-        match self.peers.get(peer) {
+        match self.peer(peer) {
             Some(p) => p
                 .state
                 .lock()
@@ -213,14 +267,14 @@ impl Net {
     /// Notes that `peer` just completed a handshake with our server: it is listening again,
     /// so the next call to it dials at once instead of waiting out a backoff.
     pub fn heard_from(&self, peer: &str) {
-        let Some(p) = self.peers.get(peer) else {
+        let Some(p) = self.peer(peer) else {
             return;
         };
         // Only a pending backoff is cleared; a live connection is left alone. If the lock is
         // busy, a call is dialing right now and the hint is not needed.
         if let Ok(mut state) = p.state.try_lock() {
             state.retry_at = None;
-        }
+        };
     }
 
     /// Sends `request` to `peer` and waits up to `timeout` for its answer.
@@ -238,14 +292,13 @@ impl Net {
             });
         }
         let p = self
-            .peers
-            .get(peer)
+            .peer(peer)
             .ok_or_else(|| NetError::UnknownPeer(peer.to_owned()))?;
         let attempt = async {
             if let Some(delay) = rule.delay {
                 tokio::time::sleep(delay).await;
             }
-            let conn = self.connection(p).await?;
+            let conn = self.connection(&p).await?;
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             self.sent.fetch_add(request.len() as u64, Ordering::Relaxed);
             let answer = conn.request(id, request).await?;
@@ -256,6 +309,30 @@ impl Net {
         tokio::time::timeout(timeout, attempt)
             .await
             .unwrap_or_else(|_| Err(NetError::Timeout(peer.to_owned())))
+    }
+
+    /// One request over a connection of its own to whoever listens at `addr` (a node that
+    /// is joining knows only an address), answered within `timeout`.
+    pub async fn call_addr(
+        &self,
+        addr: SocketAddr,
+        request: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, NetError> {
+        let unreachable = |reason: String| NetError::Unreachable {
+            peer: addr.to_string(),
+            reason,
+        };
+        let attempt = async {
+            let conn = Conn::connect(&*self.dialer, addr, None, &self.identity)
+                .await
+                .map_err(unreachable)?;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            conn.request(id, request).await
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .unwrap_or_else(|_| Err(NetError::Timeout(addr.to_string())))
     }
 
     async fn connection(&self, peer: &Peer) -> Result<Arc<Conn>, NetError> {
@@ -275,7 +352,7 @@ impl Net {
         }
         let dialed = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            Conn::connect(&*self.dialer, peer.addr, &peer.id, &self.identity),
+            Conn::connect(&*self.dialer, peer.addr, Some(&peer.id), &self.identity),
         )
         .await
         .unwrap_or_else(|_| Err("dial and handshake timed out".into()));

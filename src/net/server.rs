@@ -81,11 +81,12 @@ async fn serve_connection(
         tracing::warn!(%addr, "closing a connection on the peer port that did not start with a valid hello");
         return;
     };
-    if !me.members.contains(&hello.node_id) || hello.node_id == me.node_id {
+    let joining = hello.cluster_hash == super::JOINING;
+    if (!joining && !me.is_member(&hello.node_id)) || hello.node_id == me.node_id {
         tracing::warn!(%addr, peer = %hello.node_id, "refusing peer: it names itself as a node that is not a member of this cluster");
         return;
     }
-    if hello.protocol != PROTOCOL_VERSION || hello.cluster_hash != me.cluster_hash {
+    if hello.protocol != PROTOCOL_VERSION || (!joining && hello.cluster_hash != me.cluster_hash) {
         tracing::warn!(
             %addr,
             peer = %hello.node_id,

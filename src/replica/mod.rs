@@ -322,6 +322,19 @@ impl Replica {
         Ok(true)
     }
 
+    /// Forgets the key: this node no longer replicates it (its partition moved to other nodes,
+    /// which hold it). Not a delete: no tombstone, nothing for other replicas to learn.
+    pub async fn forget(&self, skey: &[u8]) -> Result<(), ReplicaError> {
+        let Some((bucket, key)) = split_storage_key(skey) else {
+            return Ok(());
+        };
+        let _guard = self.lock(skey).await;
+        self.storage.delete_async(skey).await?;
+        let partition = self.ring.partition(bucket.as_bytes(), key.as_bytes());
+        self.trees.update(partition, skey, None);
+        Ok(())
+    }
+
     /// Merges a state from another replica into this one's; stores it if anything changed.
     pub async fn sync(
         &self,

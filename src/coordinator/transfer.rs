@@ -1,0 +1,279 @@
+//! Partition handoff during a membership change (`meta::state` says when): this node, as an
+//! old replica of a partition whose replica set gains nodes, streams what it holds of the
+//! partition to the newcomers — in batches, under a byte-rate limit — and reports
+//! `HandedOff` through the metadata leader. Writes meanwhile go to both replica sets
+//! (`write`), so the newcomers miss nothing the stream does not carry. Once the next ring is
+//! in force, the node forgets the keys it no longer replicates.
+//!
+//! A partition is the unit of resumption: one not yet reported is streamed again from its
+//! start after a crash of either side (merging is idempotent), and a receiver that fails is
+//! retried every [`RETRY`].
+//!
+//! Until requests carry the ring version (issue 14 continues), a node waits [`SETTLE`] after
+//! it applies a change before it streams or forgets, so that writes coordinated by nodes that
+//! have not applied it yet have landed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Coordinator;
+use crate::meta::{Command, View};
+use crate::replica::merkle::LEAVES;
+use crate::replica::split_storage_key;
+use crate::ring::Ring;
+use crate::rpc::{self, Blob, Request, Response};
+
+/// How long after applying a change this node waits before acting on it.
+pub const SETTLE: Duration = Duration::from_millis(1500);
+/// How soon a failed partition is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+/// Most bytes of states in one batch.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Most keys in one batch.
+const BATCH_KEYS: usize = 256;
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one partition's stream moved.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Moved {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+/// Streams, reports and forgets as the metadata changes, until dropped.
+pub async fn run(coordinator: Arc<Coordinator>, bytes_per_sec: u64) {
+    let mut views = coordinator.metadata().subscribe();
+    let mut reported: BTreeSet<(u64, u32)> = BTreeSet::new();
+    let mut settled_version = 0;
+    let mut forgot_version = 0;
+    let limit = Limiter::new(bytes_per_sec);
+    loop {
+        let view = views.borrow_and_update().clone();
+        let version = view.meta.ring_version;
+        if version != settled_version {
+            tokio::time::sleep(SETTLE).await;
+            settled_version = version;
+            continue;
+        }
+        if view.meta.transition.is_some() {
+            hand_off(&coordinator, &view, &mut reported, &limit).await;
+        } else if forgot_version != version && !view.provisional {
+            match forget_foreign(&coordinator, &view).await {
+                Ok(0) => {}
+                Ok(forgot) => tracing::info!(
+                    forgot,
+                    ring_version = version,
+                    "forgot keys this node no longer replicates"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not forget moved keys; retrying"),
+            }
+            forgot_version = version;
+        }
+        tokio::select! {
+            changed = views.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+/// Streams every pending partition this node is a sender of, and reports each.
+async fn hand_off(
+    coordinator: &Coordinator,
+    view: &View,
+    reported: &mut BTreeSet<(u64, u32)>,
+    limit: &Limiter,
+) {
+    let (Some(t), Some(next)) = (&view.meta.transition, &view.next) else {
+        return;
+    };
+    let me = coordinator.me().to_owned();
+    let version = view.meta.ring_version;
+    for (&p, senders) in &t.pending {
+        if !senders.contains(&me) || reported.contains(&(version, p)) {
+            continue;
+        }
+        let started = Instant::now();
+        match stream_partition(coordinator, view, next, p, limit).await {
+            Ok(moved) => {
+                let command = Command::HandedOff {
+                    ring_version: version,
+                    partition: p,
+                    node: me.clone(),
+                };
+                match coordinator.metadata().propose(command).await {
+                    Ok(()) => {
+                        reported.insert((version, p));
+                        tracing::info!(
+                            partition = p,
+                            keys = moved.keys,
+                            bytes = moved.bytes,
+                            ms = started.elapsed().as_millis() as u64,
+                            ring_version = version,
+                            "partition handed off"
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "handed off, but could not report it; retrying")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "partition handoff failed; retrying");
+                return;
+            }
+        }
+    }
+}
+
+/// Sends this node's copy of partition `p` to each node that replicates it under `next`
+/// but not under the ring in force, each key to the newcomers its bucket's `n` reaches.
+pub async fn stream_partition(
+    coordinator: &Coordinator,
+    view: &View,
+    next: &Ring,
+    p: u32,
+    limit: &Limiter,
+) -> Result<Moved, String> {
+    let max_n = usize::from(view.meta.max_n);
+    let before = view.ring.preference_list(p, max_n);
+    let newcomers: Vec<String> = next
+        .preference_list(p, max_n)
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .map(str::to_owned)
+        .collect();
+    let mut moved = Moved::default();
+    let mut batches: BTreeMap<String, Batch> = BTreeMap::new();
+    for leaf in 0..LEAVES {
+        for (skey, _) in coordinator.replica().trees().digests(p, leaf) {
+            let Some((bucket, key)) = split_storage_key(&skey) else {
+                continue;
+            };
+            // A damaged copy is skipped: the other old replicas send theirs.
+            let Ok(Some(state)) = coordinator.replica().read(&bucket, &key) else {
+                continue;
+            };
+            let n = usize::from(coordinator.config.bucket(&bucket).n);
+            let reaches = next.preference_list(p, n);
+            let encoded = state.encode();
+            for to in newcomers.iter().filter(|to| reaches.contains(&to.as_str())) {
+                let batch = batches.entry(to.clone()).or_default();
+                batch.bytes += encoded.len();
+                batch
+                    .items
+                    .push((bucket.clone(), key.clone(), Blob(encoded.clone())));
+                if batch.full() {
+                    let batch = std::mem::take(batch);
+                    send(coordinator, to, p, batch, &mut moved, limit).await?;
+                }
+            }
+        }
+    }
+    for (to, batch) in batches {
+        if !batch.items.is_empty() {
+            send(coordinator, &to, p, batch, &mut moved, limit).await?;
+        }
+    }
+    Ok(moved)
+}
+
+#[derive(Default)]
+struct Batch {
+    items: Vec<(String, String, Blob)>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn full(&self) -> bool {
+        self.items.len() >= BATCH_KEYS || self.bytes >= BATCH_BYTES
+    }
+}
+
+async fn send(
+    coordinator: &Coordinator,
+    to: &str,
+    partition: u32,
+    batch: Batch,
+    moved: &mut Moved,
+    limit: &Limiter,
+) -> Result<(), String> {
+    let keys = batch.items.len() as u64;
+    let request = Request::Transfer {
+        partition,
+        items: batch.items,
+    };
+    match rpc::call_measured(coordinator.net(), to, &request, CALL_TIMEOUT).await {
+        Ok((Response::Synced(Ok(())), bytes)) => {
+            moved.keys += keys;
+            moved.bytes += bytes;
+            limit.spend(bytes).await;
+            Ok(())
+        }
+        Ok((other, _)) => Err(format!("{to} did not take the batch: {other:?}")),
+        Err(e) => Err(format!("cannot send to {to}: {e}")),
+    }
+}
+
+/// Forgets every stored key whose preference list under the ring in force leaves this node
+/// out; returns how many.
+async fn forget_foreign(coordinator: &Coordinator, view: &View) -> Result<u64, String> {
+    let me = coordinator.me();
+    let mut forgot = 0;
+    for p in 0..view.meta.ring_size {
+        let mut lists: BTreeMap<u8, bool> = BTreeMap::new();
+        for leaf in 0..LEAVES {
+            for (skey, _) in coordinator.replica().trees().digests(p, leaf) {
+                let Some((bucket, _)) = split_storage_key(&skey) else {
+                    continue;
+                };
+                let n = coordinator.config.bucket(&bucket).n;
+                let mine = *lists
+                    .entry(n)
+                    .or_insert_with(|| view.ring.preference_list(p, usize::from(n)).contains(&me));
+                if !mine {
+                    coordinator
+                        .replica()
+                        .forget(&skey)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    forgot += 1;
+                }
+            }
+        }
+    }
+    Ok(forgot)
+}
+
+/// A byte-rate limit for the streams: each sender sleeps off what it sent ahead of the rate.
+pub struct Limiter {
+    bytes_per_sec: u64,
+    state: parking_lot::Mutex<(Instant, u64)>,
+}
+
+impl Limiter {
+    pub fn new(bytes_per_sec: u64) -> Limiter {
+        Limiter {
+            bytes_per_sec: bytes_per_sec.max(1),
+            state: parking_lot::Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    async fn spend(&self, bytes: u64) {
+        let wait = {
+            let mut s = self.state.lock();
+            // A fresh window once the debt is a second in the past, so a pause is not saved
+            // up as a burst.
+            let paid = Duration::from_secs_f64(s.1 as f64 / self.bytes_per_sec as f64);
+            if s.0.elapsed() > paid + Duration::from_secs(1) {
+                *s = (Instant::now(), 0);
+            }
+            s.1 += bytes;
+            let due = Duration::from_secs_f64(s.1 as f64 / self.bytes_per_sec as f64);
+            due.saturating_sub(s.0.elapsed())
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
