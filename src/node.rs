@@ -116,8 +116,9 @@ async fn follow_membership(
         for (id, addr) in &members {
             net.add_peer(id, *addr);
         }
-        net.identity()
-            .set_members(members.iter().map(|(id, _)| id.clone()));
+        // A node that left may still serve its clients (it forwards): it stays known.
+        let known: Vec<String> = view.borrow().meta.members.keys().cloned().collect();
+        net.identity().set_members(known);
         let others: Vec<String> = members
             .into_iter()
             .map(|(id, _)| id)

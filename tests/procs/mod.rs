@@ -159,6 +159,33 @@ impl Cluster {
         self.children[i] = Some(child);
     }
 
+    /// Starts one more node, `[cluster] join`ing the cluster through the first nodes; returns
+    /// its index.
+    pub fn add_joiner(&mut self) -> usize {
+        let i = self.nodes;
+        let join: Vec<String> = (0..i.min(3))
+            .map(|j| format!("\"{}:{PEER_PORT}\"", ip(self.subnet, j)))
+            .collect();
+        let text = format!(
+            "node_id = \"n{n}\"\nhttp_addr = \"{a}:{HTTP_PORT}\"\npeer_addr = \"{a}:{PEER_PORT}\"\n\
+             data_dir = \"{d}\"\nworker_threads = 1\n\n[cluster]\njoin = [{j}]\n\n\
+             [anti_entropy]\ninterval_ms = {ae}\n\n[handoff]\ninterval_ms = 200\n\n\
+             [security]\ncluster_secret_file = \"{s}\"\n",
+            n = i + 1,
+            a = ip(self.subnet, i),
+            d = self.dir.path().join(format!("n{}", i + 1)).display(),
+            j = join.join(", "),
+            ae = AE_INTERVAL.as_millis(),
+            s = self.secret_path().display(),
+        );
+        std::fs::write(self.config_path(i), text).expect("config");
+        self.nodes += 1;
+        self.children.push(None);
+        self.stopped.push(false);
+        self.spawn(i);
+        i
+    }
+
     /// Node `i`'s config file.
     pub fn config_path(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("n{}.toml", i + 1))

@@ -1,0 +1,355 @@
+//! Membership changes on real `serve` processes under a steady load: 3 nodes grow to 5 (two
+//! joins at once), shrink to 3 (two leaves), and one node is replaced by a fresh one; the
+//! same growth with the metadata leader killed midway. Afterwards every acknowledged write
+//! is read back at `r=all`, every node shows the same ring, and the final owners hold every
+//! key.
+
+mod procs;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use procs::{started, wait_until, Cluster};
+use serde_json::Value;
+
+/// Load on the nodes that stay up: blind writes of fresh keys, and read-merge-writes that
+/// add items to a few carts. Records what was acknowledged and any error but a 503.
+#[derive(Default)]
+struct Load {
+    blind: parking_lot::Mutex<BTreeMap<String, String>>,
+    carts: parking_lot::Mutex<BTreeMap<String, BTreeSet<String>>>,
+    errors: parking_lot::Mutex<Vec<String>>,
+    unavailable: std::sync::atomic::AtomicU64,
+}
+
+const CARTS: usize = 4;
+
+async fn drive(load: Arc<Load>, urls: Vec<String>, stop: Arc<AtomicBool>, client: usize) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let mut i: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let base = &urls[i as usize % urls.len()];
+        // A blind write of a fresh key.
+        let key = format!("blind-{client}-{i}");
+        let value = format!("v{i}");
+        match http
+            .put(format!("{base}/kv/load/{key}"))
+            .body(value.clone())
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 204 => {
+                load.blind.lock().insert(key, value);
+            }
+            Ok(r) if r.status() == 503 => {
+                load.unavailable.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r) => load
+                .errors
+                .lock()
+                .push(format!("PUT {key}: {}", r.status())),
+            Err(e) => load.errors.lock().push(format!("PUT {key}: {e}")),
+        }
+        // Read, add an item, write back with the context.
+        let cart = format!("cart-{}", i as usize % CARTS);
+        let url = format!("{base}/kv/load/{cart}");
+        let (mut items, context) = match http.get(&url).send().await {
+            Ok(r) if r.status() == 200 || r.status() == 300 || r.status() == 404 => {
+                let context = r
+                    .headers()
+                    .get("x-causal-context")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                (
+                    items_of(r.status().as_u16(), &r.text().await.unwrap_or_default()),
+                    context,
+                )
+            }
+            Ok(r) if r.status() == 503 => {
+                load.unavailable.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Ok(r) => {
+                load.errors
+                    .lock()
+                    .push(format!("GET {cart}: {}", r.status()));
+                continue;
+            }
+            Err(e) => {
+                load.errors.lock().push(format!("GET {cart}: {e}"));
+                continue;
+            }
+        };
+        let item = format!("item{client}-{i}");
+        items.insert(item.clone());
+        let body = items.iter().cloned().collect::<Vec<_>>().join(",");
+        let mut put = http.put(&url).body(body);
+        if let Some(c) = context {
+            put = put.header("x-causal-context", c);
+        }
+        match put.send().await {
+            Ok(r) if r.status() == 204 => {
+                load.carts.lock().entry(cart).or_default().insert(item);
+            }
+            Ok(r) if r.status() == 503 => {
+                load.unavailable.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r) => load
+                .errors
+                .lock()
+                .push(format!("PUT {cart}: {}", r.status())),
+            Err(e) => load.errors.lock().push(format!("PUT {cart}: {e}")),
+        }
+    }
+}
+
+/// The items of a cart as a GET answered it: one value, or the union of siblings.
+fn items_of(status: u16, body: &str) -> BTreeSet<String> {
+    let values: Vec<String> = match status {
+        200 => vec![body.to_owned()],
+        300 => serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| v["siblings"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s["value"].as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn cluster(http: &reqwest::Client, c: &Cluster, i: usize) -> Option<Value> {
+    let r = http.get(c.url(i, "/admin/cluster")).send().await.ok()?;
+    serde_json::from_slice(&r.bytes().await.ok()?).ok()
+}
+
+/// Waits until node `i` sees no change running and `want` as every member's state.
+async fn settle(http: &reqwest::Client, c: &Cluster, i: usize, want: &[(&str, &str)]) {
+    let ok = wait_until(Duration::from_secs(90), async || {
+        let Some(v) = cluster(http, c, i).await else {
+            return false;
+        };
+        let states: BTreeMap<String, String> = v["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let id = m["id"].as_str().unwrap_or_default().to_owned();
+                (id, m["state"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect();
+        v["transfers_pending"] == 0
+            && want
+                .iter()
+                .all(|(id, s)| states.get(*id).map(String::as_str) == Some(*s))
+    })
+    .await;
+    if !ok {
+        c.dump_logs();
+        panic!(
+            "n{} never saw {want:?}: {:?}",
+            i + 1,
+            cluster(http, c, i).await
+        );
+    }
+}
+
+async fn post(http: &reqwest::Client, c: &Cluster, i: usize, path: &str) {
+    let r = http.post(c.url(i, path)).send().await.expect("post");
+    assert_eq!(r.status(), 202, "{path}: {:?}", r.text().await);
+}
+
+/// Every acknowledged write is there at r=all, every node in `nodes` shows the same ring,
+/// and each key's preference-list nodes hold it themselves.
+async fn verify(http: &reqwest::Client, c: &Cluster, nodes: &[usize], load: &Load) {
+    let at = nodes[0];
+    let rings: Vec<Value> = {
+        let mut rings = Vec::new();
+        for &i in nodes {
+            let r = http
+                .get(c.url(i, "/admin/ring"))
+                .send()
+                .await
+                .expect("ring");
+            let v: Value =
+                serde_json::from_slice(&r.bytes().await.expect("ring")).expect("ring json");
+            rings.push(v["partitions"].clone());
+        }
+        rings
+    };
+    assert!(rings.windows(2).all(|w| w[0] == w[1]), "rings differ");
+    let blind = load.blind.lock().clone();
+    let mut lost = Vec::new();
+    for (key, value) in &blind {
+        let r = http
+            .get(c.url(at, &format!("/kv/load/{key}?r=all")))
+            .send()
+            .await
+            .expect("get");
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        if status != 200 || body != *value {
+            lost.push(format!("{key}: {status} {body}"));
+        }
+    }
+    let carts = load.carts.lock().clone();
+    for (cart, acked) in &carts {
+        let r = http
+            .get(c.url(at, &format!("/kv/load/{cart}?r=all")))
+            .send()
+            .await
+            .expect("get");
+        let status = r.status().as_u16();
+        let items = items_of(status, &r.text().await.unwrap_or_default());
+        for item in acked.difference(&items) {
+            lost.push(format!("{cart}: {item}"));
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {:?}",
+        lost.len(),
+        blind.len() + carts.values().map(BTreeSet::len).sum::<usize>(),
+        &lost[..lost.len().min(10)]
+    );
+    let mut missing = Vec::new();
+    for key in blind.keys().chain(carts.keys()) {
+        let r = http
+            .get(c.url(at, &format!("/admin/preflist/load/{key}")))
+            .send()
+            .await
+            .expect("preflist");
+        let pre: Value =
+            serde_json::from_slice(&r.bytes().await.expect("preflist")).expect("preflist json");
+        for node in pre["nodes"].as_array().into_iter().flatten() {
+            let id = node.as_str().unwrap_or_default();
+            let i: usize = id[1..].parse::<usize>().expect("node index") - 1;
+            let r = http
+                .get(c.url(i, &format!("/admin/replica/load/{key}")))
+                .send()
+                .await
+                .expect("replica");
+            if r.status() != 200 {
+                missing.push(format!("{key} on {id}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "owners miss keys: {:?}",
+        &missing[..missing.len().min(10)]
+    );
+    let errors = load.errors.lock().clone();
+    assert!(errors.is_empty(), "client errors: {errors:?}");
+    eprintln!(
+        "{} blind writes and {} cart items acknowledged, 0 lost; {} answered 503",
+        blind.len(),
+        carts.values().map(BTreeSet::len).sum::<usize>(),
+        load.unavailable.load(Ordering::Relaxed)
+    );
+}
+
+fn start_load(
+    c: &Cluster,
+    nodes: &[usize],
+) -> (Arc<Load>, Arc<AtomicBool>, Vec<tokio::task::JoinHandle<()>>) {
+    let load = Arc::new(Load::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let urls: Vec<String> = nodes.iter().map(|&i| c.url(i, "")).collect();
+    let tasks = (0..2)
+        .map(|k| {
+            let mut urls = urls.clone();
+            urls.rotate_left(k);
+            tokio::spawn(drive(load.clone(), urls, stop.clone(), k))
+        })
+        .collect();
+    (load, stop, tasks)
+}
+
+async fn stop_load(stop: &AtomicBool, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_shrink_and_replace_under_load_lose_nothing() {
+    let mut c = Cluster::start(81, 3);
+    let http = started(&c).await;
+    // The load goes through n1..n3, which keep running (a node that left still forwards).
+    let (load, stop, tasks) = start_load(&c, &[0, 1, 2]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // 3 → 5: two joins at once.
+    c.add_joiner();
+    c.add_joiner();
+    settle(&http, &c, 0, &[("n4", "valid"), ("n5", "valid")]).await;
+    // 5 → 3: two leave.
+    post(&http, &c, 2, "/admin/cluster/leave/n1").await;
+    post(&http, &c, 2, "/admin/cluster/leave/n2").await;
+    settle(&http, &c, 2, &[("n1", "left"), ("n2", "left")]).await;
+    // n3 is replaced by a fresh node.
+    let n6 = c.add_joiner();
+    wait_until(Duration::from_secs(30), async || {
+        cluster(&http, &c, n6).await.is_some()
+    })
+    .await;
+    post(&http, &c, 3, "/admin/cluster/replace/n3/n6").await;
+    settle(&http, &c, 3, &[("n3", "left"), ("n6", "valid")]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_load(&stop, tasks).await;
+    // Moved keys are forgotten a moment after the last commit.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    verify(&http, &c, &[3, 4, 5], &load).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growth_survives_the_metadata_leader_being_killed() {
+    let mut c = Cluster::start(82, 3);
+    let http = started(&c).await;
+    let (load, stop, tasks) = start_load(&c, &[0, 1, 2]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.add_joiner();
+    c.add_joiner();
+    // Kill the leader as soon as the change is under way, and bring it back.
+    let leader = {
+        let mut leader = None;
+        wait_until(Duration::from_secs(30), async || {
+            let Some(v) = cluster(&http, &c, 0).await else {
+                return false;
+            };
+            let running = v["transfers_pending"].as_u64().unwrap_or(0) > 0;
+            leader = v["leader"].as_str().map(str::to_owned);
+            running && leader.is_some()
+        })
+        .await;
+        leader.expect("a leader during the change")
+    };
+    let li: usize = leader[1..].parse::<usize>().expect("index") - 1;
+    eprintln!("killing the metadata leader {leader} during the change");
+    c.crash(li);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.spawn(li);
+    let watcher = (0..3).find(|&i| i != li).unwrap_or(0);
+    settle(&http, &c, watcher, &[("n4", "valid"), ("n5", "valid")]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_load(&stop, tasks).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let others: Vec<usize> = (0..5).filter(|&i| i != li).collect();
+    // Writes through the killed node while it was down failed as connection errors: those
+    // are not acknowledged writes, so drop them from the error list.
+    load.errors.lock().retain(|e| !e.contains(&c.url(li, "")));
+    verify(&http, &c, &others, &load).await;
+}
