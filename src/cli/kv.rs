@@ -122,7 +122,7 @@ pub fn base_url(node: &str) -> String {
 }
 
 /// An error with every cause it wraps ("error sending request ...: connection refused").
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub(super) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -1,5 +1,6 @@
-//! The `quorumkv` command line: `serve`, `dev`, `kv` and `bench`.
+//! The `quorumkv` command line: `serve`, `dev`, `kv`, `admin` and `bench`.
 
+mod admin;
 mod dev;
 mod kv;
 mod port_holder;
@@ -34,6 +35,8 @@ enum Command {
     /// Talk to a cluster: get, put and delete keys, carrying the causal context for you.
     #[command(subcommand)]
     Kv(kv::KvCommand),
+    /// Operate the cluster's membership: status, leave, replace, wait for transfers.
+    Admin(admin::AdminArgs),
     /// The load generator: run a workload against a cluster and report throughput and
     /// latency (table, JSON, SVG plots). `bench storage` measures the storage engine alone.
     Bench(BenchArgs),
@@ -136,6 +139,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Dev(args) => dev::run(args),
         Command::Kv(cmd) => kv::run(cmd),
+        Command::Admin(args) => admin::run(args),
         Command::Token { name, grants } => match token_entry(&name, &grants) {
             Ok((token, entry)) => {
                 println!("token for {name} (shown once; hand it to the client):\n{token}\n");
