@@ -304,13 +304,18 @@ impl Node {
             faults.clone(),
             dialer,
         ));
-        let metadata = meta::Metadata::start(&config.node_id, store, net.clone(), bootstrap)
-            .await
-            .map_err(NodeError::Meta)?;
         let liveness = Arc::new(Liveness::new(
             others.iter().map(|(id, _)| id.clone()),
             seams.clock.clone(),
         ));
+        let is_down: meta::raft::IsDown = {
+            let liveness = liveness.clone();
+            Arc::new(move |node: &str| liveness.is_down(node))
+        };
+        let metadata =
+            meta::Metadata::start(&config.node_id, store, net.clone(), bootstrap, is_down)
+                .await
+                .map_err(NodeError::Meta)?;
         let skew = Arc::new(Skew::new(config.cluster.max_clock_offset_ms, others.len()));
         let follow_task = tokio::spawn(follow_membership(
             metadata.subscribe(),

@@ -59,16 +59,21 @@ pub async fn run(coordinator: Arc<Coordinator>, bytes_per_sec: u64) {
         if view.meta.transition.is_some() {
             hand_off(&coordinator, &view, &mut reported, &limit).await;
         } else if forgot_version != version && !view.provisional {
-            match forget_foreign(&coordinator, &view).await {
-                Ok(0) => {}
-                Ok(forgot) => tracing::info!(
-                    forgot,
-                    ring_version = version,
-                    "forgot keys this node no longer replicates"
-                ),
-                Err(e) => tracing::warn!(error = %e, "could not forget moved keys; retrying"),
+            match forget_foreign(&coordinator, &view, &reported, &limit).await {
+                Ok(forgot) => {
+                    if forgot > 0 {
+                        tracing::info!(
+                            forgot,
+                            ring_version = version,
+                            "forgot keys this node no longer replicates"
+                        );
+                    }
+                    forgot_version = version;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not hand over or forget moved keys; retrying")
+                }
             }
-            forgot_version = version;
         }
         tokio::select! {
             changed = views.changed() => if changed.is_err() { return },
@@ -216,30 +221,66 @@ async fn send(
 }
 
 /// Forgets every stored key whose preference list under the ring in force leaves this node
-/// out; returns how many.
-async fn forget_foreign(coordinator: &Coordinator, view: &View) -> Result<u64, String> {
+/// out; returns how many. Keys of a partition this node did not hand off itself in the change
+/// that just committed (it was excused as dead, or restarted since) are first sent to their
+/// replicas now: they may hold writes nobody else has.
+async fn forget_foreign(
+    coordinator: &Coordinator,
+    view: &View,
+    reported: &BTreeSet<(u64, u32)>,
+    limit: &Limiter,
+) -> Result<u64, String> {
     let me = coordinator.me();
+    let handed_version = view.meta.ring_version.saturating_sub(1);
     let mut forgot = 0;
     for p in 0..view.meta.ring_size {
-        let mut lists: BTreeMap<u8, bool> = BTreeMap::new();
+        let push_first = !reported.contains(&(handed_version, p));
+        let mut foreign: Vec<(Vec<u8>, String, String)> = Vec::new();
         for leaf in 0..LEAVES {
             for (skey, _) in coordinator.replica().trees().digests(p, leaf) {
-                let Some((bucket, _)) = split_storage_key(&skey) else {
+                let Some((bucket, key)) = split_storage_key(&skey) else {
                     continue;
                 };
-                let n = coordinator.config.bucket(&bucket).n;
-                let mine = *lists
-                    .entry(n)
-                    .or_insert_with(|| view.ring.preference_list(p, usize::from(n)).contains(&me));
-                if !mine {
-                    coordinator
-                        .replica()
-                        .forget(&skey)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    forgot += 1;
+                let n = usize::from(coordinator.config.bucket(&bucket).n);
+                if !view.ring.preference_list(p, n).contains(&me) {
+                    foreign.push((skey, bucket, key));
                 }
             }
+        }
+        if push_first && !foreign.is_empty() {
+            let mut batches: BTreeMap<String, Batch> = BTreeMap::new();
+            let mut moved = Moved::default();
+            for (_, bucket, key) in &foreign {
+                let Ok(Some(state)) = coordinator.replica().read(bucket, key) else {
+                    continue;
+                };
+                let encoded = state.encode();
+                let n = usize::from(coordinator.config.bucket(bucket).n);
+                for to in view.ring.preference_list(p, n) {
+                    let batch = batches.entry(to.to_owned()).or_default();
+                    batch.bytes += encoded.len();
+                    batch
+                        .items
+                        .push((bucket.clone(), key.clone(), Blob(encoded.clone())));
+                    if batch.full() {
+                        let batch = std::mem::take(batch);
+                        send(coordinator, to, p, batch, &mut moved, limit).await?;
+                    }
+                }
+            }
+            for (to, batch) in batches {
+                if !batch.items.is_empty() {
+                    send(coordinator, &to, p, batch, &mut moved, limit).await?;
+                }
+            }
+        }
+        for (skey, _, _) in foreign {
+            coordinator
+                .replica()
+                .forget(&skey)
+                .await
+                .map_err(|e| e.to_string())?;
+            forgot += 1;
         }
     }
     Ok(forgot)

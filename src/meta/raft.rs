@@ -46,6 +46,8 @@ pub const VOTERS: usize = 3;
 const DUTY_INTERVAL: Duration = Duration::from_millis(300);
 /// How long one metadata call to a peer may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a sender must look dead to the leader before its hand-offs are excused.
+pub const EXCUSE_AFTER: Duration = Duration::from_secs(10);
 /// How long `propose` keeps looking for a leader.
 const PROPOSE_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -61,6 +63,9 @@ pub enum ProposeError {
     #[error("the metadata group has no reachable leader: {0}")]
     NoLeader(String),
 }
+
+/// Whether the failure detector has convicted a member (the leader's view).
+pub type IsDown = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 pub struct Metadata {
     me: String,
@@ -79,6 +84,7 @@ impl Metadata {
         store: Store,
         net: Arc<Net>,
         bootstrap: Option<ClusterMeta>,
+        is_down: IsDown,
     ) -> Result<Arc<Metadata>, String> {
         let fresh = !store.has_state();
         let view = store.subscribe();
@@ -114,7 +120,12 @@ impl Metadata {
                 }
             }
         }
-        let duties = tokio::spawn(leader_duties(raft.clone(), view.clone(), bootstrap));
+        let duties = tokio::spawn(leader_duties(
+            raft.clone(),
+            view.clone(),
+            bootstrap,
+            is_down,
+        ));
         Ok(Arc::new(Metadata {
             me: me.to_owned(),
             raft,
@@ -324,7 +335,9 @@ async fn leader_duties(
     raft: Raft<TypeConfig>,
     view: watch::Receiver<Arc<View>>,
     bootstrap: Option<ClusterMeta>,
+    is_down: IsDown,
 ) {
+    let mut down_since: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
     let mut tick = tokio::time::interval(DUTY_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -336,7 +349,51 @@ async fn leader_duties(
         if let Err(e) = duty(&raft, &metrics, &view, bootstrap.as_ref()).await {
             tracing::debug!(error = %e, "leader duty did not finish; retrying");
         }
+        if let Err(e) = excuse_dead(&raft, metrics.id, &view, &is_down, &mut down_since).await {
+            tracing::debug!(error = %e, "could not excuse a dead sender; retrying");
+        }
     }
+}
+
+/// Excuses the hand-offs of senders that have looked dead for [`EXCUSE_AFTER`], so a change
+/// does not wait forever for a node that is gone (the other old replicas have streamed theirs;
+/// the excused node pushes what it holds before it forgets anything, if it comes back).
+async fn excuse_dead(
+    raft: &Raft<TypeConfig>,
+    me: NodeId,
+    view: &watch::Receiver<Arc<View>>,
+    is_down: &IsDown,
+    down_since: &mut BTreeMap<String, tokio::time::Instant>,
+) -> Result<(), String> {
+    let (senders, version) = {
+        let v = view.borrow();
+        let Some(t) = &v.meta.transition else {
+            down_since.clear();
+            return Ok(());
+        };
+        let senders: BTreeSet<String> = t.pending.values().flatten().cloned().collect();
+        (senders, v.meta.ring_version)
+    };
+    let now = tokio::time::Instant::now();
+    down_since.retain(|s, _| senders.contains(s));
+    for s in senders {
+        if raft_id(&s) == me || !is_down(&s) {
+            down_since.remove(&s);
+            continue;
+        }
+        let since = *down_since.entry(s.clone()).or_insert(now);
+        if now.duration_since(since) >= EXCUSE_AFTER {
+            tracing::warn!(node = %s, ring_version = version, "excusing the hand-offs of a node that has been down for a while; the other old replicas' copies stand in for its own");
+            raft.client_write(Command::Excuse {
+                ring_version: version,
+                node: s.clone(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            down_since.remove(&s);
+        }
+    }
+    Ok(())
 }
 
 async fn duty(
