@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use procs::{started, wait_until, Cluster};
+use procs::{set_elements, started, wait_until, Cluster};
 use serde_json::Value;
 
 /// Load on the nodes that stay up: blind writes of fresh keys, and read-merge-writes that
@@ -67,7 +67,7 @@ async fn drive(load: Arc<Load>, urls: Vec<String>, stop: Arc<AtomicBool>, client
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 (
-                    items_of(r.status().as_u16(), &r.text().await.unwrap_or_default()),
+                    set_elements(r.status().as_u16(), &r.bytes().await.unwrap_or_default()),
                     context,
                 )
             }
@@ -107,27 +107,6 @@ async fn drive(load: Arc<Load>, urls: Vec<String>, stop: Arc<AtomicBool>, client
             Err(e) => load.errors.lock().push(format!("PUT {cart}: {e}")),
         }
     }
-}
-
-/// The items of a cart as a GET answered it: one value, or the union of siblings.
-fn items_of(status: u16, body: &str) -> BTreeSet<String> {
-    let values: Vec<String> = match status {
-        200 => vec![body.to_owned()],
-        300 => serde_json::from_str::<Value>(body)
-            .ok()
-            .and_then(|v| v["siblings"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|s| s["value"].as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    };
-    values
-        .iter()
-        .flat_map(|v| v.split(','))
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 async fn cluster(http: &reqwest::Client, c: &Cluster, i: usize) -> Option<Value> {
@@ -212,7 +191,7 @@ async fn verify(http: &reqwest::Client, c: &Cluster, nodes: &[usize], load: &Loa
             .await
             .expect("get");
         let status = r.status().as_u16();
-        let items = items_of(status, &r.text().await.unwrap_or_default());
+        let items = set_elements(status, &r.bytes().await.unwrap_or_default());
         for item in acked.difference(&items) {
             lost.push(format!("{cart}: {item}"));
         }

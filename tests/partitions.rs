@@ -16,7 +16,6 @@
 
 mod procs;
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,30 +23,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use reqwest::StatusCode;
 
-use procs::{all_up, client, wait_until, Cluster, Firewall, AE_INTERVAL};
+use procs::{all_up, client, set_elements, wait_until, Cluster, Firewall, AE_INTERVAL};
 
 const NODES: usize = 4;
-
-/// The elements of a set read: a 200's value or every sibling's, split on commas.
-fn elements(status: StatusCode, body: &[u8]) -> BTreeSet<String> {
-    let values: Vec<String> = match status {
-        StatusCode::OK => vec![String::from_utf8_lossy(body).into_owned()],
-        StatusCode::MULTIPLE_CHOICES => serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["siblings"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|s| s["value"].as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    };
-    values
-        .iter()
-        .flat_map(|v| v.split(','))
-        .filter(|e| !e.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
 
 /// One add to the grow-only set; returns the element if the write was acknowledged.
 async fn add(http: &reqwest::Client, c_url: &str, element: &str) -> Option<()> {
@@ -68,7 +46,7 @@ async fn add(http: &reqwest::Client, c_url: &str, element: &str) -> Option<()> {
         .get("x-causal-context")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let mut set = elements(status, &read.bytes().await.ok()?);
+    let mut set = set_elements(status.as_u16(), &read.bytes().await.ok()?);
     set.insert(element.to_owned());
     let value = set.into_iter().collect::<Vec<_>>().join(",");
     let mut put = http
@@ -307,7 +285,7 @@ async fn check(subnet: u8, faults: bool) {
         .await
         .expect("final read");
     let status = read.status();
-    let final_set = elements(status, &read.bytes().await.expect("body"));
+    let final_set = set_elements(status.as_u16(), &read.bytes().await.expect("body"));
     let lost: Vec<&String> = result
         .acked_adds
         .iter()

@@ -148,8 +148,7 @@ pub async fn stream_partition(
         .filter(|n| !before.contains(n))
         .map(str::to_owned)
         .collect();
-    let mut moved = Moved::default();
-    let mut batches: BTreeMap<String, Batch> = BTreeMap::new();
+    let mut out = Outbox::new(coordinator, p, limit);
     for leaf in 0..LEAVES {
         for (skey, _) in coordinator.replica().trees().digests(p, leaf) {
             let Some((bucket, key)) = split_storage_key(&skey) else {
@@ -163,24 +162,11 @@ pub async fn stream_partition(
             let reaches = next.preference_list(p, n);
             let encoded = state.encode();
             for to in newcomers.iter().filter(|to| reaches.contains(&to.as_str())) {
-                let batch = batches.entry(to.clone()).or_default();
-                batch.bytes += encoded.len();
-                batch
-                    .items
-                    .push((bucket.clone(), key.clone(), Blob(encoded.clone())));
-                if batch.full() {
-                    let batch = std::mem::take(batch);
-                    send(coordinator, to, p, batch, &mut moved, limit).await?;
-                }
+                out.add(to, &bucket, &key, &encoded).await?;
             }
         }
     }
-    for (to, batch) in batches {
-        if !batch.items.is_empty() {
-            send(coordinator, &to, p, batch, &mut moved, limit).await?;
-        }
-    }
-    Ok(moved)
+    out.flush().await
 }
 
 #[derive(Default)]
@@ -189,34 +175,66 @@ struct Batch {
     bytes: usize,
 }
 
-impl Batch {
-    fn full(&self) -> bool {
-        self.items.len() >= BATCH_KEYS || self.bytes >= BATCH_BYTES
-    }
+/// Key states of one partition on their way to other nodes: a batch per node, sent when
+/// full and at the end, under the rate limit.
+struct Outbox<'a> {
+    coordinator: &'a Coordinator,
+    partition: u32,
+    limit: &'a Limiter,
+    batches: BTreeMap<String, Batch>,
+    moved: Moved,
 }
 
-async fn send(
-    coordinator: &Coordinator,
-    to: &str,
-    partition: u32,
-    batch: Batch,
-    moved: &mut Moved,
-    limit: &Limiter,
-) -> Result<(), String> {
-    let keys = batch.items.len() as u64;
-    let request = Request::Transfer {
-        partition,
-        items: batch.items,
-    };
-    match rpc::call_measured(coordinator.net(), to, &request, CALL_TIMEOUT).await {
-        Ok((Response::Synced(Ok(())), bytes)) => {
-            moved.keys += keys;
-            moved.bytes += bytes;
-            limit.spend(bytes).await;
-            Ok(())
+impl<'a> Outbox<'a> {
+    fn new(coordinator: &'a Coordinator, partition: u32, limit: &'a Limiter) -> Outbox<'a> {
+        Outbox {
+            coordinator,
+            partition,
+            limit,
+            batches: BTreeMap::new(),
+            moved: Moved::default(),
         }
-        Ok((other, _)) => Err(format!("{to} did not take the batch: {other:?}")),
-        Err(e) => Err(format!("cannot send to {to}: {e}")),
+    }
+
+    async fn add(&mut self, to: &str, bucket: &str, key: &str, state: &[u8]) -> Result<(), String> {
+        let batch = self.batches.entry(to.to_owned()).or_default();
+        batch.bytes += state.len();
+        batch
+            .items
+            .push((bucket.to_owned(), key.to_owned(), Blob(state.to_vec())));
+        if batch.items.len() >= BATCH_KEYS || batch.bytes >= BATCH_BYTES {
+            let batch = std::mem::take(batch);
+            self.send(to, batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is left; returns what the whole partition moved.
+    async fn flush(mut self) -> Result<Moved, String> {
+        for (to, batch) in std::mem::take(&mut self.batches) {
+            if !batch.items.is_empty() {
+                self.send(&to, batch).await?;
+            }
+        }
+        Ok(self.moved)
+    }
+
+    async fn send(&mut self, to: &str, batch: Batch) -> Result<(), String> {
+        let keys = batch.items.len() as u64;
+        let request = Request::Transfer {
+            partition: self.partition,
+            items: batch.items,
+        };
+        match rpc::call_measured(self.coordinator.net(), to, &request, CALL_TIMEOUT).await {
+            Ok((Response::Synced(Ok(())), bytes)) => {
+                self.moved.keys += keys;
+                self.moved.bytes += bytes;
+                self.limit.spend(bytes).await;
+                Ok(())
+            }
+            Ok((other, _)) => Err(format!("{to} did not take the batch: {other:?}")),
+            Err(e) => Err(format!("cannot send to {to}: {e}")),
+        }
     }
 }
 
@@ -248,8 +266,7 @@ async fn forget_foreign(
             }
         }
         if push_first && !foreign.is_empty() {
-            let mut batches: BTreeMap<String, Batch> = BTreeMap::new();
-            let mut moved = Moved::default();
+            let mut out = Outbox::new(coordinator, p, limit);
             for (_, bucket, key) in &foreign {
                 let Ok(Some(state)) = coordinator.replica().read(bucket, key) else {
                     continue;
@@ -257,22 +274,10 @@ async fn forget_foreign(
                 let encoded = state.encode();
                 let n = usize::from(coordinator.config.bucket(bucket).n);
                 for to in view.ring.preference_list(p, n) {
-                    let batch = batches.entry(to.to_owned()).or_default();
-                    batch.bytes += encoded.len();
-                    batch
-                        .items
-                        .push((bucket.clone(), key.clone(), Blob(encoded.clone())));
-                    if batch.full() {
-                        let batch = std::mem::take(batch);
-                        send(coordinator, to, p, batch, &mut moved, limit).await?;
-                    }
+                    out.add(to, bucket, key, &encoded).await?;
                 }
             }
-            for (to, batch) in batches {
-                if !batch.items.is_empty() {
-                    send(coordinator, &to, p, batch, &mut moved, limit).await?;
-                }
-            }
+            out.flush().await?;
         }
         for (skey, _, _) in foreign {
             coordinator

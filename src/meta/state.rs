@@ -396,20 +396,25 @@ mod tests {
         assert_eq!(meta.apply(command), Ok(()));
     }
 
-    /// Every pending sender reports, as the handoff would.
+    /// Every sender of the running transition reports, as the handoff would.
+    fn hand_off(meta: &mut ClusterMeta, t: Transition) {
+        let version = meta.ring_version;
+        for (p, senders) in t.pending {
+            for node in senders {
+                let c = Command::HandedOff {
+                    ring_version: version,
+                    partition: p,
+                    node,
+                };
+                assert_eq!(meta.apply(c), Ok(()));
+            }
+        }
+    }
+
+    /// Transitions run until none is left (changes that waited start by themselves).
     fn hand_off_all(meta: &mut ClusterMeta) {
         while let Some(t) = meta.transition.clone() {
-            let version = meta.ring_version;
-            for (p, senders) in t.pending {
-                for node in senders {
-                    let c = Command::HandedOff {
-                        ring_version: version,
-                        partition: p,
-                        node,
-                    };
-                    assert_eq!(meta.apply(c), Ok(()));
-                }
-            }
+            hand_off(meta, t);
         }
     }
 
@@ -469,18 +474,8 @@ mod tests {
             !first.next.contains(&"n5".to_owned()),
             "planned after the running one"
         );
-        let version = meta.ring_version;
         // Commit the first; the second starts by itself.
-        for (p, senders) in first.pending {
-            for node in senders {
-                let c = Command::HandedOff {
-                    ring_version: version,
-                    partition: p,
-                    node,
-                };
-                assert_eq!(meta.apply(c), Ok(()));
-            }
-        }
+        hand_off(&mut meta, first);
         assert!(meta
             .transition
             .as_ref()

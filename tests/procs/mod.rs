@@ -272,6 +272,28 @@ impl Drop for Cluster {
     }
 }
 
+/// The elements of a set stored as comma-separated text, as a read answered it: a 200's
+/// value, or every sibling's of a 300.
+pub fn set_elements(status: u16, body: &[u8]) -> std::collections::BTreeSet<String> {
+    let values: Vec<String> = match status {
+        200 => vec![String::from_utf8_lossy(body).into_owned()],
+        300 => serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["siblings"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s["value"].as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
