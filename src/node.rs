@@ -18,6 +18,7 @@ use crate::config::{Config, ConfigError};
 use crate::coordinator::{handoff, transfer, Coordinator, Service};
 use crate::meta::{self, ClusterMeta};
 use crate::net::{self, Dialer, Faults, Identity, Net, NoiseDialer, NoiseListener, TcpDialer};
+use crate::replica::merkle::Filing;
 use crate::replica::{Limits, Replica, ReplicaError};
 use crate::secret::ClusterSecret;
 
@@ -254,13 +255,19 @@ impl Node {
         adopt_cluster_settings(&mut config, &view.meta);
         let config = Arc::new(config);
         let replica = {
-            let (config, seams, ring) = (config.clone(), seams.clone(), view.ring.clone());
+            let bucket_n = config
+                .buckets
+                .iter()
+                .filter_map(|(b, o)| o.n.map(|n| (b.clone(), n)))
+                .collect();
+            let filing = Filing::new(view.ring.clone(), config.defaults.n, bucket_n);
+            let (config, seams) = (config.clone(), seams.clone());
             tokio::task::spawn_blocking(move || {
                 Replica::open(
                     &config.data_dir,
                     &config.node_id,
                     config.storage_options(),
-                    ring,
+                    filing,
                     seams.clock.clone(),
                     &*seams.random,
                     Limits {

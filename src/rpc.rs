@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::causal::{Actor, VersionVector};
 use crate::net::{Net, NetError};
+use crate::replica::merkle::TreeId;
 
 /// Why a call got no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,18 +129,18 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         state: Vec<u8>,
     },
-    /// Anti-entropy: the group hashes of a partition's tree.
+    /// Anti-entropy: the group hashes of one hash tree.
     AeGroups {
-        partition: u32,
+        tree: TreeId,
     },
     /// Anti-entropy: the leaf hashes of one group.
     AeLeaves {
-        partition: u32,
+        tree: TreeId,
         group: u32,
     },
     /// Anti-entropy: the (storage key, state hash) pairs of one leaf.
     AeDigests {
-        partition: u32,
+        tree: TreeId,
         leaf: u32,
     },
     /// Partition handoff: merge these states (bucket, key, encoded state) into yours.

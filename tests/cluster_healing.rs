@@ -81,6 +81,57 @@ async fn a_node_that_missed_10000_writes_catches_up_without_reads() {
     }
 }
 
+fn pairs_bucket(config: &mut quorumkv::config::Config) {
+    fast_anti_entropy(config);
+    let pairs = quorumkv::config::BucketOverride {
+        n: Some(2),
+        ..Default::default()
+    };
+    config.buckets.insert("pairs".into(), pairs);
+}
+
+/// A bucket with a smaller `n` than the default is healed among its own replicas only:
+/// anti-entropy never copies its keys to a node outside their preference list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_entropy_keeps_a_smaller_n_bucket_on_its_own_replicas() {
+    let c = TestCluster::start_with(3, pairs_bucket).await;
+    let mut keys = Vec::new();
+    for k in 0..40 {
+        let pl = c
+            .get(0, &format!("/admin/preflist/pairs/k{k}"))
+            .await
+            .json();
+        let nodes: Vec<String> = pl["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(nodes.len(), 2, "{pl}");
+        let index = |id: &str| id[1..].parse::<usize>().expect("node index") - 1;
+        let outside = (0..3)
+            .find(|i| !nodes.iter().any(|n| index(n) == *i))
+            .expect("a node outside");
+        keys.push((format!("pairs/k{k}"), index(&nodes[0]), outside));
+    }
+    for (key, first, _) in &keys {
+        let put = c.put(*first, &format!("/kv/{key}?w=2"), None, "v").await;
+        assert_eq!(put.status, StatusCode::NO_CONTENT, "{key}");
+    }
+    // Every node runs many exchanges; none may carry a pair key to its third node.
+    wait_rounds(&c, &[0, 1, 2], 3 * 64).await;
+    for (key, _, outside) in &keys {
+        let r = c.get(*outside, &format!("/admin/replica/{key}")).await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{key} copied to n{}",
+            outside + 1
+        );
+    }
+    c.shutdown().await;
+}
+
 fn reap_at_once(config: &mut quorumkv::config::Config) {
     config.anti_entropy.interval_ms = 300;
     config.anti_entropy.tombstone_grace_ms = 0;

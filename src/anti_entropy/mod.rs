@@ -1,11 +1,12 @@
 //! Anti-entropy: replicas that missed writes converge without anyone reading the data.
 //!
-//! Every `[anti_entropy] interval_ms`, this node walks the partitions it replicates and, for
-//! each, compares its hash tree (`replica::merkle`) with that of another live replica, taking
+//! Every `[anti_entropy] interval_ms`, this node walks the hash trees (`replica::merkle`) it
+//! replicates — one per partition and bucket `n` in use, so a tree is only compared with nodes
+//! that should hold all of it — and compares each with that of another live replica, taking
 //! the other replicas in turn: the 16 group hashes first (an identical partition costs one
 //! round trip of ~150 bytes), then the leaves of differing groups, then the key digests of
 //! differing leaves. Each key whose hashes differ is read on both sides, merged with `sync`,
-//! and the merge written back wherever it is newer. Partitions are spread evenly over the
+//! and the merge written back wherever it is newer. Trees are spread evenly over the
 //! interval, and repairs go one key at a time, so the exchange never crowds out client traffic.
 //! The same walk reaps expired tombstones (`reaper`).
 
@@ -19,7 +20,7 @@ use serde::Serialize;
 
 use crate::causal::WallClock;
 use crate::coordinator::Coordinator;
-use crate::replica::merkle::{FANOUT, GROUPS};
+use crate::replica::merkle::{TreeId, FANOUT, GROUPS};
 use crate::replica::split_storage_key;
 use crate::rpc::{self, Request, Response};
 
@@ -31,6 +32,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The last exchange of one partition.
 #[derive(Debug, Clone, Serialize)]
 pub struct Exchange {
+    /// The `n` of the buckets whose keys were compared.
+    pub n: u8,
     pub peer: String,
     pub finished_ms: u64,
     pub keys_repaired: u64,
@@ -73,15 +76,16 @@ pub async fn run(
     tombstone_grace: Duration,
 ) {
     let me = coordinator.me().to_owned();
-    let n = coordinator.max_n();
+    let factors = coordinator.replication_factors();
     let mut round: usize = 0;
     loop {
         // The ring in force, taken afresh each pass: membership changes move partitions.
         let ring = coordinator.view().ring.clone();
-        // (partition, the other replicas, whether this node is its first primary and so reaps it)
-        let partitions: Vec<(u32, Vec<String>, bool)> = (0..ring.ring_size())
-            .filter_map(|p| {
-                let replicas = ring.preference_list(p, n);
+        // (tree, the other replicas, whether this node is its first primary and so reaps it)
+        let trees: Vec<(TreeId, Vec<String>, bool)> = (0..ring.ring_size())
+            .flat_map(|p| factors.iter().map(move |&n| TreeId { partition: p, n }))
+            .filter_map(|tree| {
+                let replicas = ring.preference_list(tree.partition, usize::from(tree.n));
                 replicas.contains(&me.as_str()).then(|| {
                     let first = replicas.first() == Some(&me.as_str());
                     let others = replicas
@@ -89,21 +93,21 @@ pub async fn run(
                         .filter(|r| *r != me)
                         .map(str::to_owned)
                         .collect();
-                    (p, others, first)
+                    (tree, others, first)
                 })
             })
             .collect();
-        if partitions.is_empty() {
+        if trees.is_empty() {
             tokio::time::sleep(interval).await;
             continue;
         }
-        let spacing = interval / partitions.len() as u32;
-        for (partition, others, reaps) in &partitions {
+        let spacing = interval / trees.len() as u32;
+        for (tree, others, reaps) in &trees {
+            let partition = &tree.partition;
             tokio::time::sleep(spacing).await;
             if *reaps {
                 let grace = tombstone_grace.as_millis() as u64;
-                let reaped =
-                    reaper::reap_partition(&coordinator, *partition, grace, clock.now_ms()).await;
+                let reaped = reaper::reap_tree(&coordinator, *tree, grace, clock.now_ms()).await;
                 if reaped > 0 {
                     stats.tombstones_reaped.fetch_add(reaped, Ordering::Relaxed);
                     tracing::debug!(partition, reaped, "tombstones reaped");
@@ -116,7 +120,7 @@ pub async fn run(
             let Some(peer) = live.get(round % live.len().max(1)) else {
                 continue;
             };
-            match exchange(&coordinator, *partition, peer).await {
+            match exchange(&coordinator, *tree, peer).await {
                 Ok(done) => {
                     stats.exchanges.fetch_add(1, Ordering::Relaxed);
                     stats
@@ -143,20 +147,20 @@ pub async fn run(
     }
 }
 
-/// One exchange of a partition with `peer`.
-async fn exchange(c: &Coordinator, partition: u32, peer: &str) -> Result<Exchange, String> {
+/// One exchange of a tree with `peer`.
+async fn exchange(c: &Coordinator, tree: TreeId, peer: &str) -> Result<Exchange, String> {
     let mut bytes = 0u64;
     let trees = c.replica().trees();
-    let theirs = hashes(c, peer, Request::AeGroups { partition }, &mut bytes).await?;
-    let ours = trees.groups(partition);
+    let theirs = hashes(c, peer, Request::AeGroups { tree }, &mut bytes).await?;
+    let ours = trees.groups(tree);
     let mut leaves = Vec::new();
     for group in (0..GROUPS).filter(|&g| theirs.get(g) != ours.get(g)) {
         let request = Request::AeLeaves {
-            partition,
+            tree,
             group: group as u32,
         };
         let theirs = hashes(c, peer, request, &mut bytes).await?;
-        let ours = trees.leaves(partition, group);
+        let ours = trees.leaves(tree, group);
         leaves.extend(
             (0..FANOUT)
                 .filter(|&l| theirs.get(l) != ours.get(l))
@@ -166,14 +170,14 @@ async fn exchange(c: &Coordinator, partition: u32, peer: &str) -> Result<Exchang
     let mut keys_repaired = 0;
     for leaf in leaves {
         let request = Request::AeDigests {
-            partition,
+            tree,
             leaf: leaf as u32,
         };
         let theirs: HashMap<Vec<u8>, u64> = match call(c, peer, request, &mut bytes).await? {
             Response::Digests(d) => d.into_iter().collect(),
             _ => return Err("unexpected answer to a digest request".into()),
         };
-        let ours: HashMap<Vec<u8>, u64> = trees.digests(partition, leaf).into_iter().collect();
+        let ours: HashMap<Vec<u8>, u64> = trees.digests(tree, leaf).into_iter().collect();
         let differing = theirs
             .iter()
             .filter(|(k, h)| ours.get(*k) != Some(h))
@@ -186,6 +190,7 @@ async fn exchange(c: &Coordinator, partition: u32, peer: &str) -> Result<Exchang
         }
     }
     Ok(Exchange {
+        n: tree.n,
         peer: peer.to_owned(),
         finished_ms: 0,
         keys_repaired,

@@ -7,17 +7,17 @@
 use std::time::{Duration, Instant};
 
 use crate::coordinator::Coordinator;
-use crate::replica::merkle::LEAVES;
+use crate::replica::merkle::{TreeId, LEAVES};
 use crate::replica::split_storage_key;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Reaps the expired tombstones of one partition; returns how many keys it removed here.
-pub async fn reap_partition(c: &Coordinator, partition: u32, grace_ms: u64, now_ms: u64) -> u64 {
+/// Reaps the expired tombstones of one tree; returns how many keys it removed here.
+pub async fn reap_tree(c: &Coordinator, tree: TreeId, grace_ms: u64, now_ms: u64) -> u64 {
     let trees = c.replica().trees();
     let mut reaped = 0;
     for leaf in 0..LEAVES {
-        for (skey, _) in trees.digests(partition, leaf) {
+        for (skey, _) in trees.digests(tree, leaf) {
             let Some((bucket, key)) = split_storage_key(&skey) else {
                 continue;
             };

@@ -14,7 +14,7 @@ use crate::meta::{Command, ProposeError, Refusal};
 pub async fn status(State(state): State<AppState>) -> Json<Value> {
     let metadata = state.coordinator.metadata();
     let view = metadata.view();
-    let (leader, role) = metadata.role();
+    let group = metadata.group();
     let members: Vec<Value> = view
         .meta
         .members
@@ -32,8 +32,9 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         "members": members,
         "ring_version": view.meta.ring_version,
         "transfers_pending": view.meta.transfers_pending(),
-        "leader": leader,
-        "role": role,
+        "leader": group.leader,
+        "role": group.role,
+        "raft": group,
     }))
 }
 

@@ -109,15 +109,14 @@ impl Coordinator {
         &self.me
     }
 
-    /// The largest `n` of any bucket: how many nodes replicate a partition at most.
-    pub fn max_n(&self) -> usize {
+    /// Every bucket `n` in use (the default's and the buckets' own).
+    pub fn replication_factors(&self) -> std::collections::BTreeSet<u8> {
         let c = &self.config;
         c.buckets
             .values()
             .filter_map(|b| b.n)
             .chain([c.defaults.n])
-            .max()
-            .map_or(1, usize::from)
+            .collect()
     }
 
     pub fn replica(&self) -> &Arc<Replica> {

@@ -57,21 +57,15 @@ impl Handler for Service {
                 Some(Request::Reap { bucket, key, state }) => {
                     Response::Synced(reap(&coordinator, &bucket, &key, &state).await)
                 }
-                Some(Request::AeGroups { partition }) => {
-                    Response::Hashes(coordinator.replica().trees().groups(partition))
+                Some(Request::AeGroups { tree }) => {
+                    Response::Hashes(coordinator.replica().trees().groups(tree))
                 }
-                Some(Request::AeLeaves { partition, group }) => Response::Hashes(
-                    coordinator
-                        .replica()
-                        .trees()
-                        .leaves(partition, group as usize),
-                ),
-                Some(Request::AeDigests { partition, leaf }) => Response::Digests(
-                    coordinator
-                        .replica()
-                        .trees()
-                        .digests(partition, leaf as usize),
-                ),
+                Some(Request::AeLeaves { tree, group }) => {
+                    Response::Hashes(coordinator.replica().trees().leaves(tree, group as usize))
+                }
+                Some(Request::AeDigests { tree, leaf }) => {
+                    Response::Digests(coordinator.replica().trees().digests(tree, leaf as usize))
+                }
                 Some(Request::Hint {
                     owner,
                     bucket,

@@ -150,7 +150,7 @@ pub async fn stream_partition(
         .collect();
     let mut out = Outbox::new(coordinator, p, limit);
     for leaf in 0..LEAVES {
-        for (skey, _) in coordinator.replica().trees().digests(p, leaf) {
+        for skey in coordinator.replica().trees().partition_keys(p, leaf) {
             let Some((bucket, key)) = split_storage_key(&skey) else {
                 continue;
             };
@@ -255,7 +255,7 @@ async fn forget_foreign(
         let push_first = !reported.contains(&(handed_version, p));
         let mut foreign: Vec<(Vec<u8>, String, String)> = Vec::new();
         for leaf in 0..LEAVES {
-            for (skey, _) in coordinator.replica().trees().digests(p, leaf) {
+            for skey in coordinator.replica().trees().partition_keys(p, leaf) {
                 let Some((bucket, key)) = split_storage_key(&skey) else {
                     continue;
                 };

@@ -55,6 +55,18 @@ pub fn raft_id(member: &str) -> NodeId {
     xxhash_rust::xxh3::xxh3_64(member.as_bytes())
 }
 
+/// The metadata group as one node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub leader: Option<String>,
+    pub role: &'static str,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+}
+
 /// Why a command was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
@@ -144,26 +156,29 @@ impl Metadata {
         self.view.clone()
     }
 
-    /// The current leader's member id and this node's role, for operators.
-    pub fn role(&self) -> (Option<String>, &'static str) {
+    /// The metadata group as this node sees it, for operators.
+    pub fn group(&self) -> Group {
         let metrics = self.raft.metrics().borrow().clone();
-        let leader = metrics.current_leader.and_then(|l| {
-            metrics
-                .membership_config
-                .membership()
-                .get_node(&l)
-                .map(|n| n.id.clone())
-        });
-        let me = raft_id(&self.me);
         let membership = metrics.membership_config.membership();
+        let name = |n: &NodeId| membership.get_node(n).map(|n| n.id.clone());
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let me = raft_id(&self.me);
         let role = if metrics.current_leader == Some(me) {
             "leader"
-        } else if membership.voter_ids().any(|v| v == me) {
+        } else if voters.contains(&me) {
             "voter"
         } else {
             "learner"
         };
-        (leader, role)
+        Group {
+            leader: metrics.current_leader.as_ref().and_then(name),
+            role,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            last_applied: metrics.last_applied.map(|l| l.index),
+            voters: voters.iter().filter_map(name).collect(),
+            learners: membership.learner_ids().filter_map(|n| name(&n)).collect(),
+        }
     }
 
     /// Gets `command` applied through the leader, wherever it is.
@@ -171,7 +186,16 @@ impl Metadata {
         let deadline = tokio::time::Instant::now() + PROPOSE_PATIENCE;
         let mut last = String::from("no leader elected yet");
         while tokio::time::Instant::now() < deadline {
-            match self.raft.client_write(command.clone()).await {
+            // A leader cut off from its majority takes the entry but can never commit it.
+            let written =
+                tokio::time::timeout_at(deadline, self.raft.client_write(command.clone()));
+            let Ok(written) = written.await else {
+                last =
+                    "this node leads the metadata group but cannot reach a majority of its voters"
+                        .into();
+                break;
+            };
+            match written {
                 Ok(written) => return written.data.map_err(ProposeError::Refused),
                 Err(e) => {
                     let leader = e.forward_to_leader().and_then(|f| f.leader_node.clone());
@@ -208,15 +232,24 @@ impl Metadata {
         peer_addr: SocketAddr,
         http_addr: SocketAddr,
     ) -> Result<ClusterMeta, String> {
-        let (leader, _) = self.role();
-        match leader {
+        match self.group().leader {
             Some(leader) if leader == self.me => {
-                let added = self
-                    .raft
-                    .add_learner(raft_id(&id), node(&id, peer_addr), false)
-                    .await;
-                if let Err(e) = added {
-                    return Err(format!("cannot add {id} to the metadata group: {e}"));
+                let added = tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    self.raft
+                        .add_learner(raft_id(&id), node(&id, peer_addr), false),
+                )
+                .await;
+                match added {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        return Err(format!("cannot add {id} to the metadata group: {e}"))
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "cannot add {id} to the metadata group: no majority answered"
+                        ))
+                    }
                 }
                 let command = Command::Join {
                     id: id.clone(),
@@ -266,12 +299,15 @@ impl Metadata {
                 MetaResponse::Snapshot(self.raft.install_snapshot(r).await)
             }
             Ok(MetaRequest::Propose(command)) => {
-                MetaResponse::Proposed(match self.raft.client_write(command).await {
-                    Ok(written) => Ok(written.data),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                let written =
+                    tokio::time::timeout(CALL_TIMEOUT, self.raft.client_write(command)).await;
+                MetaResponse::Proposed(match written {
+                    Ok(Ok(written)) => Ok(written.data),
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                         Err("not the leader".into())
                     }
-                    Err(e) => Err(e.to_string()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("the leader cannot reach a majority of its voters".into()),
                 })
             }
             Err(e) => MetaResponse::Proposed(Err(format!("undecodable metadata request: {e}"))),

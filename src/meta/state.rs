@@ -228,6 +228,24 @@ impl ClusterMeta {
                         self.max_n
                     )));
                 }
+                if !self.owners.contains(&id) {
+                    // It owns nothing in the ring in force: a join given up (the node died
+                    // before its transfer finished, say). Nothing moves away from it; a
+                    // transition moving partitions to it is planned again without it.
+                    self.set_state(&id, MemberState::Left);
+                    self.replacing.retain(|old, new| *old != id && *new != id);
+                    if self
+                        .transition
+                        .as_ref()
+                        .is_some_and(|t| t.next.contains(&id))
+                    {
+                        self.transition = None;
+                        // Reports for the cancelled transition no longer count.
+                        self.ring_version += 1;
+                    }
+                    self.plan();
+                    return Ok(());
+                }
                 self.set_state(&id, MemberState::Leaving);
                 self.plan();
                 Ok(())
@@ -437,6 +455,28 @@ mod tests {
         assert_eq!(meta.ring_version, 3);
         assert_eq!(state(&meta, "n4"), MemberState::Valid);
         assert_eq!(meta.owners, t.next);
+    }
+
+    #[test]
+    fn a_joining_node_that_leaves_is_dropped_from_the_running_transition() {
+        let mut meta = three();
+        join(&mut meta, 4);
+        join(&mut meta, 5);
+        let before = meta.owners.clone();
+        // n4's join runs (n5 waits for it); n4 dies and the operator gives up on it.
+        assert_eq!(meta.apply(Command::Leave { id: "n4".into() }), Ok(()));
+        assert_eq!(state(&meta, "n4"), MemberState::Left);
+        assert_eq!(meta.owners, before, "the ring in force never had n4");
+        let t = meta
+            .transition
+            .clone()
+            .expect("n5's join is planned at once");
+        assert!(!t.next.contains(&"n4".to_owned()));
+        assert!(t.next.contains(&"n5".to_owned()));
+        assert_eq!(meta.ring_version, 4, "cancelled, then planned again");
+        hand_off_all(&mut meta);
+        assert_eq!(state(&meta, "n5"), MemberState::Valid);
+        assert!(!meta.owners.contains(&"n4".to_owned()));
     }
 
     #[test]

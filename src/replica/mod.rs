@@ -28,7 +28,6 @@ use crate::causal::{
     Actor, DvvSet, Hlc, KeyState, LwwRegister, Sibling, SiblingLimits, VersionVector, WallClock,
 };
 use crate::config::Conflict;
-use crate::ring::Ring;
 use crate::rpc::{Failure, WriteOp};
 use crate::storage::{Options, Pending, Storage, StorageError};
 
@@ -106,8 +105,8 @@ pub struct Replica {
     limits: SiblingLimits,
     /// Largest encoded state of one key (all siblings together).
     max_state_bytes: usize,
-    /// Maps keys to partitions for the trees.
-    ring: Ring,
+    /// Which tree each key is filed under.
+    filing: Filing,
     trees: Trees,
     /// Records found damaged since start.
     corrupt_records: AtomicU64,
@@ -123,7 +122,7 @@ impl Replica {
         dir: &Path,
         node_id: &str,
         options: Options,
-        ring: Ring,
+        filing: Filing,
         clock: Arc<dyn WallClock>,
         random: &dyn Fn() -> u64,
         limits: Limits,
@@ -142,8 +141,8 @@ impl Replica {
             else {
                 continue;
             };
-            let partition = ring.partition(bucket.as_bytes(), key.as_bytes());
-            trees.update(partition, &skey, Some(merkle::state_hash(&bytes)));
+            let tree = filing.tree_of(&bucket, &key);
+            trees.update(tree, &skey, Some(merkle::state_hash(&bytes)));
         }
         let epoch = settle_epoch(dir, random).map_err(ReplicaError::Identity)?;
         let actor = Actor::new(format!("{node_id}.{epoch}"));
@@ -159,7 +158,7 @@ impl Replica {
             clock,
             limits: limits.siblings,
             max_state_bytes,
-            ring,
+            filing,
             trees,
             corrupt_records: AtomicU64::new(0),
             skewed_stamps: AtomicU64::new(0),
@@ -242,8 +241,8 @@ impl Replica {
     ) -> Result<(), ReplicaError> {
         self.corrupt_records.fetch_add(1, Ordering::Relaxed);
         self.storage.delete(skey)?;
-        let partition = self.ring.partition(bucket.as_bytes(), key.as_bytes());
-        self.trees.update(partition, skey, None);
+        let tree = self.filing.tree_of(bucket, key);
+        self.trees.update(tree, skey, None);
         let epoch = format!("{:08x}", fastrand::u32(..));
         write_synced(&self.dir.join(EPOCH_FILE), epoch.as_bytes())
             .map_err(ReplicaError::Identity)?;
@@ -317,8 +316,8 @@ impl Replica {
             return Ok(false);
         }
         self.storage.delete_async(&skey).await?;
-        let partition = self.ring.partition(bucket.as_bytes(), key.as_bytes());
-        self.trees.update(partition, &skey, None);
+        let tree = self.filing.tree_of(bucket, key);
+        self.trees.update(tree, &skey, None);
         Ok(true)
     }
 
@@ -330,8 +329,8 @@ impl Replica {
         };
         let _guard = self.lock(skey).await;
         self.storage.delete_async(skey).await?;
-        let partition = self.ring.partition(bucket.as_bytes(), key.as_bytes());
-        self.trees.update(partition, skey, None);
+        let tree = self.filing.tree_of(&bucket, &key);
+        self.trees.update(tree, skey, None);
         Ok(())
     }
 
@@ -434,9 +433,9 @@ impl Replica {
             });
         }
         let pending = self.storage.put_deferred(skey, &bytes)?;
-        let partition = self.ring.partition(bucket.as_bytes(), key.as_bytes());
+        let tree = self.filing.tree_of(bucket, key);
         self.trees
-            .update(partition, skey, Some(merkle::state_hash(&bytes)));
+            .update(tree, skey, Some(merkle::state_hash(&bytes)));
         Ok(pending)
     }
 
@@ -537,7 +536,7 @@ mod hints;
 pub mod merkle;
 
 pub use hints::{HintKey, Hints};
-use merkle::Trees;
+use merkle::{Filing, Trees};
 
 #[cfg(test)]
 mod tests;

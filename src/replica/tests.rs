@@ -17,7 +17,11 @@ fn open(dir: &Path, node: &str) -> Replica {
         dir,
         node,
         options(),
-        crate::ring::Ring::new(vec![node.to_owned()], 8),
+        merkle::Filing::new(
+            crate::ring::Ring::new(vec![node.to_owned()], 8),
+            1,
+            Default::default(),
+        ),
         Arc::new(SystemClock),
         &|| fastrand::u64(..),
         Limits::default(),
