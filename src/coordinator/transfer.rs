@@ -123,9 +123,9 @@ async fn hand_off(
                     }
                 }
             }
+            // The others go on: one receiver that is away must not hold up the rest.
             Err(e) => {
-                tracing::warn!(partition = p, error = %e, "partition handoff failed; retrying");
-                return;
+                tracing::warn!(partition = p, error = %e, "partition handoff failed; retrying")
             }
         }
     }
@@ -148,6 +148,11 @@ pub async fn stream_partition(
         .filter(|n| !before.contains(n))
         .map(str::to_owned)
         .collect();
+    if let Some(away) = newcomers.iter().find(|n| coordinator.liveness().is_down(n)) {
+        return Err(format!(
+            "{away} looks down; its partitions wait until it is back"
+        ));
+    }
     let mut out = Outbox::new(coordinator, p, limit);
     for leaf in 0..LEAVES {
         for skey in coordinator.replica().trees().partition_keys(p, leaf) {

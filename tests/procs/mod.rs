@@ -94,11 +94,18 @@ pub struct Cluster {
     nodes: usize,
     children: Vec<Option<Child>>,
     stopped: Vec<bool>,
+    /// More `[handoff]` settings for every node (a transfer rate, say).
+    handoff: String,
 }
 
 impl Cluster {
     /// Starts `nodes` nodes on subnet `subnet`.
     pub fn start(subnet: u8, nodes: usize) -> Cluster {
+        Cluster::start_with(subnet, nodes, "")
+    }
+
+    /// [`Cluster::start`], with `handoff` (TOML lines) added to every node's `[handoff]`.
+    pub fn start_with(subnet: u8, nodes: usize, handoff: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         // As a real deployment runs: node links encrypted under a cluster secret.
         let secret = quorumkv::secret::ClusterSecret::generate().expect("random");
@@ -119,7 +126,8 @@ impl Cluster {
                 "node_id = \"n{n}\"\nhttp_addr = \"{a}:{HTTP_PORT}\"\npeer_addr = \"{a}:{PEER_PORT}\"\n\
                  data_dir = \"{d}\"\nworker_threads = 1\n\n[cluster]\nring_size = 64\nmembers = [\n{m}\n]\n\n\
                  [buckets.sessions]\nconflict = \"lww\"\n\n[anti_entropy]\ninterval_ms = {ae}\n\n\
-                 [handoff]\ninterval_ms = 200\n\n[security]\ncluster_secret_file = \"{s}\"\n",
+                 [handoff]\ninterval_ms = 200\n{h}\n\n[security]\ncluster_secret_file = \"{s}\"\n",
+                h = handoff,
                 s = secret_path.display(),
                 n = i + 1,
                 a = ip(subnet, i),
@@ -135,6 +143,7 @@ impl Cluster {
             nodes,
             children: (0..nodes).map(|_| None).collect(),
             stopped: vec![false; nodes],
+            handoff: handoff.to_owned(),
         };
         for i in 0..nodes {
             c.spawn(i);
@@ -169,8 +178,9 @@ impl Cluster {
         let text = format!(
             "node_id = \"n{n}\"\nhttp_addr = \"{a}:{HTTP_PORT}\"\npeer_addr = \"{a}:{PEER_PORT}\"\n\
              data_dir = \"{d}\"\nworker_threads = 1\n\n[cluster]\njoin = [{j}]\n\n\
-             [anti_entropy]\ninterval_ms = {ae}\n\n[handoff]\ninterval_ms = 200\n\n\
+             [anti_entropy]\ninterval_ms = {ae}\n\n[handoff]\ninterval_ms = 200\n{h}\n\n\
              [security]\ncluster_secret_file = \"{s}\"\n",
+            h = self.handoff,
             n = i + 1,
             a = ip(self.subnet, i),
             d = self.dir.path().join(format!("n{}", i + 1)).display(),
