@@ -148,8 +148,9 @@ impl Coordinator {
         node != self.me && self.liveness.is_down(node)
     }
 
-    /// The key's primary replicas and then its fallback nodes, each in order.
-    fn placement(&self, bucket: &str, key: &str) -> (Vec<String>, Vec<String>) {
+    /// Where a write of the key goes, all from one view of the metadata (so a change that
+    /// commits meanwhile cannot pair one ring's primaries with another's newcomers).
+    fn placement(&self, bucket: &str, key: &str) -> Placement {
         let n = usize::from(self.config.bucket(bucket).n);
         let view = self.view();
         let partition = view.ring.partition(bucket.as_bytes(), key.as_bytes());
@@ -160,29 +161,22 @@ impl Coordinator {
             .map(str::to_owned)
             .collect();
         let fallbacks = walk.split_off(n.min(walk.len()));
-        (walk, fallbacks)
-    }
-
-    /// During a membership change, the key's primaries under the next ring (writes must
-    /// reach `w` of them too); `None` otherwise.
-    fn next_primaries(&self, bucket: &str, key: &str) -> Option<Vec<String>> {
-        let n = usize::from(self.config.bucket(bucket).n);
-        let view = self.view();
-        let next = view.next.as_ref()?;
-        let partition = next.partition(bucket.as_bytes(), key.as_bytes());
-        Some(
-            next.preference_list(partition, n)
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
-        )
+        Placement {
+            primaries: walk,
+            fallbacks,
+            next: next_primaries(&view, bucket, key, n),
+        }
     }
 
     /// Where a hint meant for `owner` goes: to the owner while it replicates the key, else to
     /// the key's primaries now (and under the next ring, during a change).
     pub(crate) fn hint_targets(&self, owner: &str, bucket: &str, key: &str) -> Vec<String> {
-        let (_, mut targets) = self.preference_list(bucket, key);
-        for n in self.next_primaries(bucket, key).unwrap_or_default() {
+        let Placement {
+            primaries: mut targets,
+            next,
+            ..
+        } = self.placement(bucket, key);
+        for n in next.unwrap_or_default() {
             if !targets.contains(&n) {
                 targets.push(n);
             }
@@ -274,4 +268,25 @@ impl Coordinator {
 
 fn decode_outcome(state: &[u8]) -> Result<KeyState, Failure> {
     KeyState::decode(state).map_err(|e| Failure::Internal(e.to_string()))
+}
+
+/// A key's replicas for one write.
+struct Placement {
+    /// Its primary replicas, then its fallback nodes, each in order.
+    primaries: Vec<String>,
+    fallbacks: Vec<String>,
+    /// During a membership change, its primaries under the next ring (a write must reach `w`
+    /// of them too); `None` otherwise.
+    next: Option<Vec<String>>,
+}
+
+fn next_primaries(view: &View, bucket: &str, key: &str, n: usize) -> Option<Vec<String>> {
+    let next = view.next.as_ref()?;
+    let partition = next.partition(bucket.as_bytes(), key.as_bytes());
+    Some(
+        next.preference_list(partition, n)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+    )
 }

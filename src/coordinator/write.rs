@@ -10,7 +10,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::quorum::By;
 use super::round::{Attempt, Outcome, Round};
-use super::Coordinator;
+use super::{Coordinator, Placement};
 use crate::config::Conflict;
 use crate::rpc::{self, Failure, PutOutcome, PutRequest, Request, Response};
 
@@ -30,10 +30,13 @@ impl Coordinator {
                 });
             }
         }
-        let (primaries, fallbacks) = self.placement(&request.bucket, &request.key);
+        let Placement {
+            primaries,
+            fallbacks,
+            next,
+        } = self.placement(&request.bucket, &request.key);
         // During a membership change the write must also reach `w` of the next ring's
         // primaries; those that are not primaries now are sent it alongside.
-        let next = self.next_primaries(&request.bucket, &request.key);
         let newcomers: Vec<String> = next
             .iter()
             .flatten()
