@@ -90,6 +90,18 @@ fn pairs_bucket(config: &mut quorumkv::config::Config) {
     config.buckets.insert("pairs".into(), pairs);
 }
 
+/// The indices of the nodes of `key`'s preference list ("bucket/key"), as node 0 sees it.
+async fn preflist(c: &TestCluster, key: &str) -> Vec<usize> {
+    let pl = c.get(0, &format!("/admin/preflist/{key}")).await.json();
+    pl["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str())
+        .map(|id| id[1..].parse::<usize>().expect("node index") - 1)
+        .collect()
+}
+
 /// A bucket with a smaller `n` than the default is healed among its own replicas only:
 /// anti-entropy never copies its keys to a node outside their preference list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,22 +109,11 @@ async fn anti_entropy_keeps_a_smaller_n_bucket_on_its_own_replicas() {
     let c = TestCluster::start_with(3, pairs_bucket).await;
     let mut keys = Vec::new();
     for k in 0..40 {
-        let pl = c
-            .get(0, &format!("/admin/preflist/pairs/k{k}"))
-            .await
-            .json();
-        let nodes: Vec<String> = pl["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|n| n.as_str().map(str::to_owned))
-            .collect();
-        assert_eq!(nodes.len(), 2, "{pl}");
-        let index = |id: &str| id[1..].parse::<usize>().expect("node index") - 1;
-        let outside = (0..3)
-            .find(|i| !nodes.iter().any(|n| index(n) == *i))
-            .expect("a node outside");
-        keys.push((format!("pairs/k{k}"), index(&nodes[0]), outside));
+        let key = format!("pairs/k{k}");
+        let nodes = preflist(&c, &key).await;
+        assert_eq!(nodes.len(), 2, "{key}: {nodes:?}");
+        let outside = (0..3).find(|i| !nodes.contains(i)).expect("a node outside");
+        keys.push((key, nodes[0], outside));
     }
     for (key, first, _) in &keys {
         let put = c.put(*first, &format!("/kv/{key}?w=2"), None, "v").await;
@@ -167,11 +168,7 @@ async fn a_delete_made_while_a_replica_was_away_stays_deleted_and_is_reaped() {
     // A key whose reaper (its first primary) is n1, so that n3 can be away while n1 decides.
     let mut key = String::new();
     for k in 0..100 {
-        let pl = c
-            .get(0, &format!("/admin/preflist/b/gone-{k}"))
-            .await
-            .json();
-        if pl["nodes"][0] == "n1" {
+        if preflist(&c, &format!("b/gone-{k}")).await.first() == Some(&0) {
             key = format!("b/gone-{k}");
             break;
         }

@@ -214,7 +214,6 @@ mod tests {
         let trees = Trees::default();
         trees.update(filing.tree_of("pairs", "k"), b"pairs/k", Some(1));
         trees.update(TreeId { partition: p, n: 3 }, b"x/y", Some(1));
-        let leaf = |k: &[u8]| leaf_of(k);
         let mut all: Vec<Vec<u8>> = (0..LEAVES)
             .flat_map(|l| trees.partition_keys(p, l))
             .collect();
@@ -222,9 +221,9 @@ mod tests {
         assert_eq!(all, vec![b"pairs/k".to_vec(), b"x/y".to_vec()]);
         assert_eq!(
             trees
-                .digests(TreeId { partition: p, n: 2 }, leaf(b"x/y"))
+                .digests(TreeId { partition: p, n: 2 }, leaf_of(b"x/y"))
                 .len(),
-            usize::from(leaf(b"x/y") == leaf(b"pairs/k"))
+            usize::from(leaf_of(b"x/y") == leaf_of(b"pairs/k"))
         );
     }
 }
