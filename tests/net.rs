@@ -210,3 +210,86 @@ async fn injected_faults_cut_and_delay_messages() {
         Err(NetError::UnknownPeer("nobody".into()))
     );
 }
+
+/// A TCP relay to `server` that can go silent: once `mute` is set, what the server sends on
+/// connections opened so far is read and dropped, as a link dropping packets would (the
+/// connection stays open). Returns its address and how many connections it has accepted.
+async fn muting_relay(
+    server: SocketAddr,
+    mute: Arc<std::sync::atomic::AtomicBool>,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            // Connections accepted after the mute are not muted: the link has healed for them.
+            let muted_from_start = mute.load(Ordering::SeqCst);
+            let mute = mute.clone();
+            tokio::spawn(async move {
+                let Ok(upstream) = tokio::net::TcpStream::connect(server).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut ur, mut uw) = upstream.into_split();
+                tokio::spawn(async move { tokio::io::copy(&mut cr, &mut uw).await });
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = ur.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let dropped = !muted_from_start && mute.load(Ordering::SeqCst);
+                    if !dropped && cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_connection_that_goes_silent_is_redialed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (server_addr, _server) = server(7).await;
+    let mute = Arc::new(AtomicBool::new(false));
+    let (relay, accepted) = muting_relay(server_addr, mute.clone()).await;
+    let net = client(relay, 7);
+    let first = net
+        .call("server", Bytes::from_static(&[0]), Duration::from_secs(5))
+        .await;
+    assert!(first.is_ok(), "{first:?}");
+    mute.store(true, Ordering::SeqCst);
+    let lost = net
+        .call(
+            "server",
+            Bytes::from_static(&[0]),
+            Duration::from_millis(500),
+        )
+        .await;
+    assert_eq!(lost, Err(NetError::Timeout("server".into())));
+    // The old connection will never answer again; only a fresh one can.
+    let deadline = tokio::time::Instant::now() + quorumkv::net::SILENT_AFTER * 4;
+    loop {
+        let r = net
+            .call(
+                "server",
+                Bytes::from_static(&[0]),
+                Duration::from_millis(500),
+            )
+            .await;
+        if r.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a silent connection was never redialed: {r:?}"
+        );
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "one redial");
+}

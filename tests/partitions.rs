@@ -239,6 +239,31 @@ async fn converge(http: &reqwest::Client, c: &Cluster, limit: Duration) -> Optio
     ok.then(|| started.elapsed())
 }
 
+/// An `r=all` read of `path` through node `i`, tried until it answers 200 or 300: the
+/// status and body. A read that never succeeds fails the test (it says nothing of losses).
+async fn final_read(http: &reqwest::Client, c: &Cluster, i: usize, path: &str) -> (u16, Vec<u8>) {
+    let url = c.url(i, &format!("{path}?r=all&timeout_ms=1500"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let last = match http.get(&url).send().await {
+            Ok(r) if r.status().is_success() || r.status() == StatusCode::MULTIPLE_CHOICES => {
+                let status = r.status().as_u16();
+                if let Ok(body) = r.bytes().await {
+                    return (status, body.to_vec());
+                }
+                format!("{status} with a body that did not arrive")
+            }
+            Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            c.dump_logs();
+            panic!("the final read of {path} never succeeded: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Acknowledged LWW writes that lost to a write acknowledged before they were sent.
 fn overwritten_by_older(writes: &[LwwWrite], winner: u64) -> usize {
     let Some(w) = writes.iter().find(|w| w.value == winner) else {
@@ -279,24 +304,21 @@ async fn check(subnet: u8, faults: bool) {
         .await
         .map(|_| result.last_heal.elapsed());
 
-    let read = http
-        .get(c.url(0, "/kv/gset/set?r=all&timeout_ms=3000"))
-        .send()
-        .await
-        .expect("final read");
-    let status = read.status();
-    let final_set = set_elements(status.as_u16(), &read.bytes().await.expect("body"));
+    // The final reads need every replica: wait until every node sees every other one
+    // again (a healed link may take a redial), then read until a read succeeds.
+    if !wait_until(Duration::from_secs(20), async || all_up(&http, &c).await).await {
+        c.dump_logs();
+        panic!("the nodes did not all see each other again after healing (seed {seed})");
+    }
+    let (status, body) = final_read(&http, &c, 0, "/kv/gset/set").await;
+    let final_set = set_elements(status, &body);
     let lost: Vec<&String> = result
         .acked_adds
         .iter()
         .filter(|e| !final_set.contains(*e))
         .collect();
-    let reg = http
-        .get(c.url(1, "/kv/sessions/reg?r=all&timeout_ms=3000"))
-        .send()
-        .await
-        .expect("final lww read");
-    let winner: u64 = reg.text().await.unwrap_or_default().parse().unwrap_or(0);
+    let (_, reg) = final_read(&http, &c, 1, "/kv/sessions/reg").await;
+    let winner: u64 = String::from_utf8_lossy(&reg).parse().unwrap_or(0);
     let overwritten = overwritten_by_older(&result.lww, winner);
     eprintln!(
         "faults: {:?}\nset: {} adds attempted, {} acknowledged, {} lost, {} in the final set\n\

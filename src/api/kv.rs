@@ -15,6 +15,20 @@ const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// How long a request body may take to arrive (a 1 MiB value needs far less on any link).
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Most bytes of a refused body read and dropped so that its sender sees the answer.
+const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+/// How long the drain of a refused body may take.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops a refused body, within [`DRAIN_TIMEOUT`].
+async fn drain(body: Body) {
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(Ok(_)) = futures::StreamExt::next(&mut stream).await {}
+    })
+    .await;
+}
+
 /// Bucket, key and knobs of a `/kv` request.
 struct Target {
     bucket: String,
@@ -67,13 +81,20 @@ pub async fn put(
             format!("values are limited to {max} bytes"),
         )
     };
-    // Refused from the header, before a byte of the body is read (and without the
-    // `100 Continue` a client waiting on `Expect` would otherwise get).
+    // Refused from the header. A client waiting on `Expect: 100-continue` is answered
+    // before it sends a byte; one already sending has a bounded amount of its body read
+    // and dropped first, so it sees the 413 instead of a reset on a half-written request.
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max as u64) {
+    if let Some(len) = declared.filter(|&len| len > max as u64) {
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue && len <= DRAIN_LIMIT {
+            drain(body).await;
+        }
         return Err(too_large());
     }
     let data = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, max)).await {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -24,6 +25,11 @@ pub struct Conn {
     tx: mpsc::Sender<Bytes>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
     closed: AtomicBool,
+    /// When the first request went out that nothing has come back after: a link that
+    /// drops packets keeps its TCP connection open, and after it heals TCP's retransmission
+    /// backoff can leave it silent for seconds more, so a silent connection is redialed.
+    quiet_since: Mutex<Option<Instant>>,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Conn {
@@ -79,15 +85,32 @@ impl Conn {
             tx,
             pending: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            quiet_since: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
         });
-        tokio::spawn(write_frames(writer, rx));
-        tokio::spawn(conn.clone().read_responses(reader));
+        let writer = tokio::spawn(write_frames(writer, rx)).abort_handle();
+        let reader = tokio::spawn(conn.clone().read_responses(reader)).abort_handle();
+        conn.tasks.lock().extend([writer, reader]);
         tracing::debug!(peer = expected, %addr, "connected to peer");
         Ok(conn)
     }
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire) || self.tx.is_closed()
+    }
+
+    /// Whether a request has waited longer than `after` with nothing at all coming back.
+    pub fn is_silent(&self, after: Duration) -> bool {
+        self.quiet_since.lock().is_some_and(|t| t.elapsed() > after)
+    }
+
+    /// Drops the connection: its calls fail as disconnected, its socket is closed.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
+        self.pending.lock().clear();
     }
 
     pub(super) async fn request(&self, id: u64, body: Bytes) -> Result<Bytes, NetError> {
@@ -100,6 +123,7 @@ impl Conn {
         };
         // Removes the pending entry whether we return normally or are cancelled by a timeout.
         let _forget = Forget { conn: self, id };
+        self.quiet_since.lock().get_or_insert_with(Instant::now);
         if self.tx.send(frame.encode()).await.is_err() {
             return Err(NetError::Disconnected(self.peer.clone()));
         }
@@ -112,6 +136,7 @@ impl Conn {
         mut reader: FramedRead<R, LengthDelimitedCodec>,
     ) {
         while let Some(Ok(raw)) = reader.next().await {
+            *self.quiet_since.lock() = None;
             match Frame::decode(raw) {
                 Some(f) if f.kind == Kind::Response => {
                     if let Some(waiter) = self.pending.lock().remove(&f.id) {

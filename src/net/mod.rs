@@ -12,7 +12,10 @@
 //! - The handshake exchanges node ids and a hash of the cluster settings; a peer with other
 //!   settings is refused with a log line saying so.
 //! - Every call has a deadline. Frames are bounded in size; a peer that sends anything but
-//!   well-formed frames is disconnected, and nothing worse happens.
+//!   well-formed frames is disconnected, and nothing worse happens. A connection on which
+//!   nothing has come back for [`SILENT_AFTER`] while a call waited is dropped and redialed:
+//!   a link that dropped packets recovers on a fresh connection, not at TCP's retransmission
+//!   backoff.
 //! - Sockets come from a [`Dialer`] and a [`Listener`], and [`Faults`] can cut or delay
 //!   messages to chosen peers: the seams for fault-injection tests and, later, a deterministic
 //!   network simulation.
@@ -45,6 +48,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and largest wait before redialing a peer that failed.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long a connection may leave a request without any frame coming back before it is
+/// redialed (heartbeats cross every connection ten times a second).
+pub const SILENT_AFTER: Duration = Duration::from_secs(2);
 
 /// A byte stream to a peer.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -338,7 +344,12 @@ impl Net {
     async fn connection(&self, peer: &Peer) -> Result<Arc<Conn>, NetError> {
         let mut state = peer.state.lock().await;
         if let Some(conn) = state.conn.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(conn.clone());
+            if !conn.is_silent(SILENT_AFTER) {
+                return Ok(conn.clone());
+            }
+            tracing::warn!(peer = %peer.id, "nothing came back on the connection to peer for {SILENT_AFTER:?}; redialing");
+            conn.close();
+            state.conn = None;
         }
         if let Some(at) = state.retry_at.filter(|at| Instant::now() < *at) {
             return Err(NetError::Unreachable {
