@@ -98,12 +98,14 @@ pub fn context_pairs(context: &VersionVector) -> Vec<(String, u64)> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     Put(PutRequest),
-    /// Merge this encoded state into your copy of the key.
+    /// Merge this encoded state into your copy of the key; the sender placed it under
+    /// `ring_version` (a replica past that version refuses it: `coordinator::fence`).
     Sync {
         bucket: String,
         key: String,
         #[serde(with = "serde_bytes")]
         state: Vec<u8>,
+        ring_version: u64,
     },
     /// Send your copy of the key.
     Read {
@@ -178,6 +180,11 @@ pub enum Failure {
     /// The node's clock is too far from its peers' to stamp `lww` writes.
     ClockSkew {
         offset_ms: i64,
+    },
+    /// The write was placed under an older ring than the replica has acted on; placed again
+    /// under `ring_version`, it goes where it must.
+    StaleRing {
+        ring_version: u64,
     },
     /// Anything else that went wrong on the replica.
     Internal(String),

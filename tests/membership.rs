@@ -218,8 +218,17 @@ async fn verify(http: &reqwest::Client, c: &Cluster, nodes: &[usize], load: &Loa
     );
     let errors = load.errors.lock().clone();
     assert!(errors.is_empty(), "client errors: {errors:?}");
+    let mut refused = 0;
+    for &i in nodes {
+        if let Ok(r) = http.get(c.url(i, "/admin/status")).send().await {
+            let v: Value =
+                serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or_default();
+            refused += v["stale_ring_refusals"].as_u64().unwrap_or(0);
+        }
+    }
     eprintln!(
-        "{} blind writes and {} cart items acknowledged, 0 lost; {} answered 503",
+        "{} blind writes and {} cart items acknowledged, 0 lost; {} answered 503; \
+         the final nodes refused {refused} writes placed under an older ring",
         blind.len(),
         carts.values().map(BTreeSet::len).sum::<usize>(),
         load.unavailable.load(Ordering::Relaxed)

@@ -87,6 +87,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         "read_repairs": c.read_repairs(),
         "hints_stored": c.replica().hints().stored(),
         "hints_delivered": c.hints_delivered(),
+        "stale_ring_refusals": c.fence().refused(),
         "hints_pending": pending.values().sum::<u64>(),
         "internode": { "sent_bytes": sent, "received_bytes": received },
         "storage": {

@@ -81,6 +81,11 @@ impl From<Failure> for ApiError {
                 "value_too_large",
                 format!("the key's value with its siblings would take {bytes} bytes, over the limit of {max}"),
             ),
+            Failure::StaleRing { ring_version } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ring_changing",
+                format!("the cluster's ring changed during the write (now version {ring_version}) and it could not be placed again in time; retry"),
+            ),
             Failure::Internal(reason) => {
                 tracing::error!(%reason, "request failed inside the node");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", reason)

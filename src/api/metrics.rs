@@ -158,6 +158,12 @@ async fn registry(state: &AppState) -> Registry {
         "Hints handed off to their owners",
         c.hints_delivered(),
     );
+    counter(
+        &mut r,
+        "stale_ring_refusals",
+        "Replicated writes refused because they were placed under an older ring than this node acts on",
+        c.fence().refused(),
+    );
     let pending: Family<PeerLabels, Gauge> = Family::default();
     let connected: Family<PeerLabels, Gauge> = Family::default();
     let up: Family<PeerLabels, Gauge> = Family::default();

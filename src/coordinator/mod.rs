@@ -16,6 +16,7 @@
 //! Whom to ask and when a request is decided is [`round::Round`], a state machine without
 //! I/O; quorum arithmetic is [`quorum::Tally`]. The files here are the shells that feed them.
 
+mod fence;
 mod forward;
 mod get;
 pub mod handoff;
@@ -40,6 +41,7 @@ use crate::meta::{Metadata, View};
 use crate::net::Net;
 use crate::replica::Replica;
 use crate::rpc::{self, Failure, PutRequest, WriteOp};
+use fence::Fence;
 use latency::Latencies;
 
 pub(crate) use reader::Reader;
@@ -70,6 +72,7 @@ pub struct Coordinator {
     forward_latency: Latencies,
     read_repairs: Arc<AtomicU64>,
     hints_delivered: AtomicU64,
+    fence: Fence,
 }
 
 impl Coordinator {
@@ -93,12 +96,18 @@ impl Coordinator {
             forward_latency: Latencies::default(),
             read_repairs: Arc::new(AtomicU64::new(0)),
             hints_delivered: AtomicU64::new(0),
+            fence: Fence::default(),
         }
     }
 
     /// The cluster metadata in force on this node (members, ring, transition).
     pub fn view(&self) -> Arc<View> {
         self.metadata.view()
+    }
+
+    /// The ring-version fence of this node's replica.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
     }
 
     pub fn metadata(&self) -> &Arc<Metadata> {
@@ -165,6 +174,7 @@ impl Coordinator {
             primaries: walk,
             fallbacks,
             next: next_primaries(&view, bucket, key, n),
+            ring_version: view.meta.ring_version,
         }
     }
 
@@ -217,8 +227,8 @@ impl Coordinator {
             self.me.clone(),
             self.net.clone(),
             self.replica.clone(),
-            bucket,
-            key,
+            (bucket, key),
+            self.view().meta.ring_version,
         )
     }
 
@@ -278,6 +288,8 @@ struct Placement {
     /// During a membership change, its primaries under the next ring (a write must reach `w`
     /// of them too); `None` otherwise.
     next: Option<Vec<String>>,
+    /// The version of the ring (and next ring) these come from.
+    ring_version: u64,
 }
 
 fn next_primaries(view: &View, bucket: &str, key: &str, n: usize) -> Option<Vec<String>> {

@@ -17,6 +17,8 @@ pub(crate) struct Reader {
     replica: Arc<Replica>,
     bucket: String,
     key: String,
+    /// The ring version the pushes are placed under.
+    ring_version: u64,
 }
 
 impl Reader {
@@ -24,8 +26,8 @@ impl Reader {
         me: String,
         net: Arc<Net>,
         replica: Arc<Replica>,
-        bucket: &str,
-        key: &str,
+        (bucket, key): (&str, &str),
+        ring_version: u64,
     ) -> Reader {
         Reader {
             me,
@@ -33,6 +35,7 @@ impl Reader {
             replica,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
+            ring_version,
         }
     }
 
@@ -98,6 +101,7 @@ impl Reader {
             bucket: self.bucket.clone(),
             key: self.key.clone(),
             state: state.encode(),
+            ring_version: self.ring_version,
         };
         self.ask_synced(node, &request, timeout).await
     }

@@ -41,9 +41,15 @@ impl Handler for Service {
             }
             let response = match request {
                 Some(Request::Put(put)) => Response::Put(coordinator.coordinate_put(put).await),
-                Some(Request::Sync { bucket, key, state }) => {
-                    Response::Synced(sync(&coordinator, &bucket, &key, &state).await)
-                }
+                Some(Request::Sync {
+                    bucket,
+                    key,
+                    state,
+                    ring_version,
+                }) => Response::Synced(match coordinator.fence().admit(ring_version).await {
+                    Ok(_admitted) => sync(&coordinator, &bucket, &key, &state).await,
+                    Err(refused) => Err(refused),
+                }),
                 Some(Request::Read { bucket, key }) => Response::State(
                     coordinator
                         .replica()

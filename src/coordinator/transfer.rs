@@ -9,9 +9,10 @@
 //! start after a crash of either side (merging is idempotent), and a receiver that fails is
 //! retried every [`RETRY`].
 //!
-//! Until requests carry the ring version (issue 14 continues), a node waits [`SETTLE`] after
-//! it applies a change before it streams or forgets, so that writes coordinated by nodes that
-//! have not applied it yet have landed.
+//! Before it streams or forgets for a ring version, a node raises its fence to it
+//! (`fence`): what it admitted under older rings has landed, and it takes nothing placed
+//! under them from then on, so a coordinator that applied the change later cannot slip a
+//! write in behind the stream.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,8 +25,6 @@ use crate::replica::split_storage_key;
 use crate::ring::Ring;
 use crate::rpc::{self, Blob, Request, Response};
 
-/// How long after applying a change this node waits before acting on it.
-pub const SETTLE: Duration = Duration::from_millis(1500);
 /// How soon a failed partition is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 /// Most bytes of states in one batch.
@@ -45,16 +44,15 @@ pub struct Moved {
 pub async fn run(coordinator: Arc<Coordinator>, bytes_per_sec: u64) {
     let mut views = coordinator.metadata().subscribe();
     let mut reported: BTreeSet<(u64, u32)> = BTreeSet::new();
-    let mut settled_version = 0;
+    let mut fenced_version = 0;
     let mut forgot_version = 0;
     let limit = Limiter::new(bytes_per_sec);
     loop {
         let view = views.borrow_and_update().clone();
         let version = view.meta.ring_version;
-        if version != settled_version {
-            tokio::time::sleep(SETTLE).await;
-            settled_version = version;
-            continue;
+        if version != fenced_version {
+            coordinator.fence().raise(version).await;
+            fenced_version = version;
         }
         if view.meta.transition.is_some() {
             hand_off(&coordinator, &view, &mut reported, &limit).await;

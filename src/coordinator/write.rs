@@ -2,7 +2,13 @@
 //! the key's primaries with the fallbacks as stand-ins. A primary is sent the new state to
 //! merge (`Sync`); a stand-in keeps it as a hint for the primary it stands in for (`Hint`).
 //! This node's own slot is its local fsync, which runs alongside the others' writes.
+//!
+//! Each replicated state carries the ring version it was placed under. A replica that has
+//! acted on a newer ring refuses it (`fence`); the write is then placed again under the
+//! newer ring once this node has it (its write id keeps it applied once).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt};
@@ -14,6 +20,15 @@ use super::{Coordinator, Placement};
 use crate::config::Conflict;
 use crate::rpc::{self, Failure, PutOutcome, PutRequest, Request, Response};
 
+/// Where a placement's replicated states go out under: its ring version, the write's
+/// deadline, and where a replica's refusal for a newer ring is noted.
+#[derive(Clone)]
+struct Target {
+    ring_version: u64,
+    deadline: Instant,
+    refused_for: Arc<AtomicU64>,
+}
+
 /// One attempt's answer: its id, whether it stored the state (`None`: no answer in time, so
 /// it may yet), and how long a remote one took.
 type Answer = (usize, Option<bool>, Option<Duration>);
@@ -21,6 +36,47 @@ type Answer = (usize, Option<bool>, Option<Duration>);
 impl Coordinator {
     /// Coordinates a write as a replica of its key: apply locally, replicate, count.
     pub async fn coordinate_put(&self, request: PutRequest) -> Result<PutOutcome, Failure> {
+        let deadline = Instant::now() + Duration::from_millis(request.timeout_ms);
+        loop {
+            let refused_for = Arc::new(AtomicU64::new(0));
+            let result = self.place_put(&request, deadline, &refused_for).await;
+            let newer = refused_for.load(Ordering::Relaxed);
+            match result {
+                Err(Failure::Insufficient { .. }) if newer > 0 => {
+                    if !self.catch_up(newer, deadline).await {
+                        return Err(Failure::StaleRing {
+                            ring_version: newer,
+                        });
+                    }
+                    tracing::debug!(
+                        ring_version = newer,
+                        "placing a write again under a newer ring"
+                    );
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits until this node's metadata has `ring_version`, at most until `deadline`.
+    async fn catch_up(&self, ring_version: u64, deadline: Instant) -> bool {
+        let mut views = self.metadata().subscribe();
+        let caught_up = tokio::time::timeout_at(
+            deadline.into(),
+            views.wait_for(|v| v.meta.ring_version >= ring_version),
+        )
+        .await;
+        matches!(caught_up, Ok(Ok(_)))
+    }
+
+    /// One placement of the write: apply locally, replicate, count. A replica's refusal for
+    /// a stale ring is noted in `refused_for` (the newest version a replica named).
+    async fn place_put(
+        &self,
+        request: &PutRequest,
+        deadline: Instant,
+        refused_for: &Arc<AtomicU64>,
+    ) -> Result<PutOutcome, Failure> {
         let props = self.config.bucket(&request.bucket);
         if props.conflict == Conflict::Lww {
             let verdict = self.skew.verdict();
@@ -30,10 +86,14 @@ impl Coordinator {
                 });
             }
         }
+        // The fence held from the placement to the local append: the stream of a change this
+        // node acts on starts after the append, or the placement is the change's already.
+        let fence = self.fence().hold().await;
         let Placement {
             primaries,
             fallbacks,
             next,
+            ring_version,
         } = self.placement(&request.bucket, &request.key);
         // During a membership change the write must also reach `w` of the next ring's
         // primaries; those that are not primaries now are sent it alongside.
@@ -43,7 +103,6 @@ impl Coordinator {
             .filter(|n| !primaries.contains(n))
             .cloned()
             .collect();
-        let deadline = Instant::now() + Duration::from_millis(request.timeout_ms);
         let (state, local) = self
             .replica
             .coordinate(
@@ -55,7 +114,13 @@ impl Coordinator {
                 request.write_id,
             )
             .await?;
+        drop(fence);
         let encoded = state.encode();
+        let to = Target {
+            ring_version,
+            deadline,
+            refused_for: refused_for.clone(),
+        };
         let mut round = Round::new(
             primaries,
             fallbacks,
@@ -77,14 +142,14 @@ impl Coordinator {
                         async move { (a.id, Some(pending.durable().await.is_ok()), None) }.boxed(),
                     );
                 } else {
-                    inflight.push(self.store_on(&request, &encoded, a, deadline));
+                    inflight.push(self.store_on(request, &encoded, a, &to));
                 }
             }
         };
         send(round.start(Instant::now(), &down), &mut inflight);
         let mut extra: FuturesUnordered<BoxFuture<'static, (String, bool)>> = newcomers
             .iter()
-            .map(|node| self.sync_to(node, &request, &encoded, deadline))
+            .map(|node| self.sync_to(node, request, &encoded, &to))
             .collect();
         let outcome = loop {
             if let Some(outcome) = round.outcome() {
@@ -172,18 +237,22 @@ impl Coordinator {
         node: &str,
         request: &PutRequest,
         state: &[u8],
-        deadline: Instant,
+        to: &Target,
     ) -> BoxFuture<'static, (String, bool)> {
         let message = Request::Sync {
             bucket: request.bucket.clone(),
             key: request.key.clone(),
             state: state.to_vec(),
+            ring_version: to.ring_version,
         };
-        let (net, node) = (self.net.clone(), node.to_owned());
+        let (net, node, to) = (self.net.clone(), node.to_owned(), to.clone());
         async move {
-            let timeout = deadline.saturating_duration_since(Instant::now());
+            let timeout = to.deadline.saturating_duration_since(Instant::now());
             let answer = rpc::call(&net, &node, &message, timeout).await;
             let ok = matches!(answer, Ok(Response::Synced(Ok(()))));
+            if let Ok(Response::Synced(Err(Failure::StaleRing { ring_version }))) = answer {
+                to.refused_for.fetch_max(ring_version, Ordering::Relaxed);
+            }
             (node, ok)
         }
         .boxed()
@@ -195,13 +264,14 @@ impl Coordinator {
         request: &PutRequest,
         state: &[u8],
         attempt: Attempt,
-        deadline: Instant,
+        to: &Target,
     ) -> BoxFuture<'static, Answer> {
         let message = match attempt.by {
             By::Primary => Request::Sync {
                 bucket: request.bucket.clone(),
                 key: request.key.clone(),
                 state: state.to_vec(),
+                ring_version: to.ring_version,
             },
             By::Fallback => Request::Hint {
                 owner: attempt.owner.clone(),
@@ -210,12 +280,16 @@ impl Coordinator {
                 state: state.to_vec(),
             },
         };
-        let net = self.net.clone();
+        let (net, to) = (self.net.clone(), to.clone());
         async move {
             let started = Instant::now();
-            let timeout = deadline.saturating_duration_since(started);
+            let timeout = to.deadline.saturating_duration_since(started);
             let stored = match rpc::call(&net, &attempt.node, &message, timeout).await {
                 Ok(Response::Synced(Ok(()))) => Some(true),
+                Ok(Response::Synced(Err(Failure::StaleRing { ring_version }))) => {
+                    to.refused_for.fetch_max(ring_version, Ordering::Relaxed);
+                    Some(false)
+                }
                 Ok(other) => {
                     tracing::debug!(peer = %attempt.node, answer = ?other, "replica did not store the write");
                     Some(false)

@@ -9,7 +9,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 
 /// Largest frame accepted: bounds what a peer (or garbage) can make us buffer.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 pub fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
