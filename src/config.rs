@@ -580,7 +580,8 @@ impl Config {
     }
 }
 
-fn check_node_id(field: &str, id: &str) -> Result<(), ConfigError> {
+/// A node id: 1 to [`MAX_NODE_ID_LEN`] characters of A-Z, a-z, 0-9, '-' or '_'.
+pub fn check_node_id(field: &str, id: &str) -> Result<(), ConfigError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_NODE_ID_LEN
         && id

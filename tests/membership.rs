@@ -523,3 +523,67 @@ async fn a_minority_cannot_change_the_ring() {
     let stay: Vec<usize> = (0..4).filter(|&i| i != leaver).collect();
     verify(&http, &c, &stay, &load).await;
 }
+
+/// `quorumkv admin join` admits a node before it runs: every node's metadata names it
+/// `joining` at once, and once it starts its share streams to it, losing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_admitted_by_admin_join_takes_its_share_when_it_starts() {
+    let mut c = Cluster::start(87, 3);
+    let http = started(&c).await;
+    let (load, stop, tasks) = start_load(&c, &[0, 1, 2]);
+    let n4 = c.prepare_joiner();
+    let bad = http
+        .post(c.url(0, "/admin/cluster/join"))
+        .body(r#"{"id": "n 4", "peer_addr": "127.0.0.1:1", "http_addr": "127.0.0.1:2"}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bad.status(), 400);
+    let bad: Value = serde_json::from_slice(&bad.bytes().await.expect("body")).expect("json");
+    assert_eq!(bad["error"], "bad_join");
+    let args = [
+        "admin".to_owned(),
+        "--node".to_owned(),
+        c.url(1, ""),
+        "join".to_owned(),
+        "n4".to_owned(),
+        "--peer-addr".to_owned(),
+        c.peer_addr(n4).to_string(),
+        "--http-addr".to_owned(),
+        c.http_addr(n4).to_string(),
+        "--no-wait".to_owned(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(procs::BIN)
+            .args(args)
+            .output()
+            .expect("run quorumkv admin join")
+    })
+    .await
+    .expect("admin join");
+    assert!(
+        out.status.success(),
+        "admin join failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..3 {
+        let admitted = wait_until(Duration::from_secs(10), async || {
+            cluster(&http, &c, i).await.is_some_and(|v| {
+                v["members"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m["id"] == "n4" && m["state"] == "joining")
+            })
+        })
+        .await;
+        assert!(admitted, "n{} does not show n4 joining", i + 1);
+    }
+    c.spawn(n4);
+    settle(&http, &c, 0, &[("n4", "valid")]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_load(&stop, tasks).await;
+    // Moved keys are forgotten a moment after the commit.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    verify(&http, &c, &[0, 1, 2, n4], &load).await;
+}

@@ -1,6 +1,9 @@
 //! `/admin/cluster`: the members as the metadata names them, and the membership changes an
-//! operator asks for (leave, replace), applied through the metadata group's leader.
+//! operator asks for (join, leave, replace), applied through the metadata group's leader.
 
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -9,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::config::check_node_id;
 use crate::meta::{Command, ProposeError, Refusal};
 
 pub async fn status(State(state): State<AppState>) -> Json<Value> {
@@ -36,6 +40,40 @@ pub async fn status(State(state): State<AppState>) -> Json<Value> {
         "role": group.role,
         "raft": group,
     }))
+}
+
+/// A node to admit, as `POST /admin/cluster/join` names it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Joiner {
+    id: String,
+    peer_addr: SocketAddr,
+    http_addr: SocketAddr,
+}
+
+/// Admits a node as `joining` before (or after) it starts with `[cluster] join`: the change
+/// is planned at once, and its partitions stream to it once it is up.
+pub async fn join(State(state): State<AppState>, body: Bytes) -> Response {
+    let joiner: Joiner =
+        match serde_json::from_slice(&body) {
+            Ok(j) => j,
+            Err(e) => return ApiError::bad_request(
+                "bad_join",
+                format!(
+                    "expected {{\"id\", \"peer_addr\", \"http_addr\"}} (addresses as IP:PORT): {e}"
+                ),
+            )
+            .into_response(),
+        };
+    if let Err(e) = check_node_id("id", &joiner.id) {
+        return ApiError::bad_request("bad_join", e.0).into_response();
+    }
+    let command = Command::Join {
+        id: joiner.id,
+        peer_addr: joiner.peer_addr,
+        http_addr: joiner.http_addr,
+    };
+    change(&state, command).await
 }
 
 pub async fn leave(State(state): State<AppState>, Path(id): Path<String>) -> Response {

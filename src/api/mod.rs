@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/anti-entropy", get(admin::anti_entropy))
         .route("/admin/ring", get(admin::ring))
         .route("/admin/cluster", get(cluster::status))
+        .route("/admin/cluster/join", post(cluster::join))
         .route("/admin/cluster/leave/{id}", post(cluster::leave))
         .route("/admin/cluster/replace/{old}/{new}", post(cluster::replace))
         .route("/admin/preflist/{bucket}/{key}", get(admin::preflist))

@@ -1,8 +1,9 @@
 //! `quorumkv admin`: the cluster's membership from an operator's terminal, over the HTTP API
-//! (`/admin/cluster`): status, leave, replace, and waiting for a change's transfers with a
+//! (`/admin/cluster`): status, join, leave, replace, and waiting for a change's transfers with a
 //! progress bar (plain lines when stderr is not a terminal).
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -32,6 +33,20 @@ pub struct AdminArgs {
 enum AdminCommand {
     /// Members, their states, the ring version and the transfers still to do.
     Status,
+    /// Admit a node: it is `joining` at once and its share of partitions streams to it once
+    /// it runs (started with `[cluster] join` naming any member, before or after this).
+    Join {
+        id: String,
+        /// Where the other nodes reach it (its `peer_addr`).
+        #[arg(long)]
+        peer_addr: SocketAddr,
+        /// Where clients reach it (its `http_addr`).
+        #[arg(long)]
+        http_addr: SocketAddr,
+        /// Return at once instead of waiting for the transfers.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Hand a node's partitions to the others; it reports `left` when done.
     Leave {
         id: String,
@@ -64,8 +79,13 @@ pub fn run(args: AdminArgs) -> ExitCode {
 async fn admin(args: &AdminArgs) -> Result<(), String> {
     let http = client(args)?;
     let base = base_url(&args.node);
-    let call = |method: reqwest::Method, path: String| {
+    let call = |method: reqwest::Method, path: String, body: Option<Value>| {
         let mut request = http.request(method, format!("{base}{path}"));
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
         if let Some(t) = &args.token {
             request = request.bearer_auth(t);
         }
@@ -90,12 +110,39 @@ async fn admin(args: &AdminArgs) -> Result<(), String> {
     };
     match &args.command {
         AdminCommand::Status => {
-            let v = call(reqwest::Method::GET, "/admin/cluster".into()).await?;
+            let v = call(reqwest::Method::GET, "/admin/cluster".into(), None).await?;
             print_status(&v);
             Ok(())
         }
+        AdminCommand::Join {
+            id,
+            peer_addr,
+            http_addr,
+            no_wait,
+        } => {
+            let joiner = serde_json::json!({
+                "id": id,
+                "peer_addr": peer_addr.to_string(),
+                "http_addr": http_addr.to_string(),
+            });
+            let path = "/admin/cluster/join".to_owned();
+            call(reqwest::Method::POST, path, Some(joiner)).await?;
+            println!(
+                "{id} is joining; its partitions stream to it once it runs \
+                 (`quorumkv serve` with `[cluster] join` naming any member)"
+            );
+            if !no_wait {
+                wait(&call, None).await?;
+            }
+            Ok(())
+        }
         AdminCommand::Leave { id, no_wait } => {
-            call(reqwest::Method::POST, format!("/admin/cluster/leave/{id}")).await?;
+            call(
+                reqwest::Method::POST,
+                format!("/admin/cluster/leave/{id}"),
+                None,
+            )
+            .await?;
             println!("{id} is leaving");
             if !no_wait {
                 wait(&call, Some(id)).await?;
@@ -106,6 +153,7 @@ async fn admin(args: &AdminArgs) -> Result<(), String> {
             call(
                 reqwest::Method::POST,
                 format!("/admin/cluster/replace/{old}/{new}"),
+                None,
             )
             .await?;
             println!("{new} replaces {old}");
@@ -151,7 +199,7 @@ fn print_status(v: &Value) {
 /// `gone` (if given) has left: the node asked may apply the change a moment after it answered.
 async fn wait<F, Fut>(call: &F, gone: Option<&str>) -> Result<(), String>
 where
-    F: Fn(reqwest::Method, String) -> Fut,
+    F: Fn(reqwest::Method, String, Option<Value>) -> Fut,
     Fut: std::future::Future<Output = Result<Value, String>>,
 {
     let tty = std::io::stderr().is_terminal();
@@ -167,7 +215,7 @@ where
     let mut most = 0;
     let mut last_line = None;
     loop {
-        let v = call(reqwest::Method::GET, "/admin/cluster".into()).await?;
+        let v = call(reqwest::Method::GET, "/admin/cluster".into(), None).await?;
         let pending = v["transfers_pending"].as_u64().unwrap_or(0);
         let members = v["members"].as_array().cloned().unwrap_or_default();
         let changing = members.iter().any(|m| {

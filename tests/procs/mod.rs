@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
+pub const BIN: &str = env!("CARGO_BIN_EXE_quorumkv");
 pub const AE_INTERVAL: Duration = Duration::from_millis(1500);
 const HTTP_PORT: u16 = 8100;
 const PEER_PORT: u16 = 9100;
@@ -171,6 +171,14 @@ impl Cluster {
     /// Starts one more node, `[cluster] join`ing the cluster through the first nodes; returns
     /// its index.
     pub fn add_joiner(&mut self) -> usize {
+        let i = self.prepare_joiner();
+        self.spawn(i);
+        i
+    }
+
+    /// Writes the config of one more node that joins through the first nodes, without
+    /// starting it (`spawn` does); returns its index.
+    pub fn prepare_joiner(&mut self) -> usize {
         let i = self.nodes;
         let join: Vec<String> = (0..i.min(3))
             .map(|j| format!("\"{}:{PEER_PORT}\"", ip(self.subnet, j)))
@@ -192,7 +200,6 @@ impl Cluster {
         self.nodes += 1;
         self.children.push(None);
         self.stopped.push(false);
-        self.spawn(i);
         i
     }
 
@@ -215,6 +222,12 @@ impl Cluster {
         format!("{}:{PEER_PORT}", ip(self.subnet, i))
             .parse()
             .expect("peer address")
+    }
+
+    pub fn http_addr(&self, i: usize) -> std::net::SocketAddr {
+        format!("{}:{HTTP_PORT}", ip(self.subnet, i))
+            .parse()
+            .expect("http address")
     }
 
     pub fn log(&self, i: usize) -> PathBuf {
