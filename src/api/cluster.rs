@@ -54,17 +54,18 @@ struct Joiner {
 /// Admits a node as `joining` before (or after) it starts with `[cluster] join`: the change
 /// is planned at once, and its partitions stream to it once it is up.
 pub async fn join(State(state): State<AppState>, body: Bytes) -> Response {
-    let joiner: Joiner =
-        match serde_json::from_slice(&body) {
-            Ok(j) => j,
-            Err(e) => return ApiError::bad_request(
+    let joiner: Joiner = match serde_json::from_slice(&body) {
+        Ok(j) => j,
+        Err(e) => {
+            return ApiError::bad_request(
                 "bad_join",
                 format!(
                     "expected {{\"id\", \"peer_addr\", \"http_addr\"}} (addresses as IP:PORT): {e}"
                 ),
             )
-            .into_response(),
-        };
+            .into_response()
+        }
+    };
     if let Err(e) = check_node_id("id", &joiner.id) {
         return ApiError::bad_request("bad_join", e.0).into_response();
     }
