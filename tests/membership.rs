@@ -567,7 +567,7 @@ async fn a_node_admitted_by_admin_join_takes_its_share_when_it_starts() {
         String::from_utf8_lossy(&out.stderr)
     );
     for i in 0..3 {
-        let admitted = wait_until(Duration::from_secs(10), async || {
+        let admitted = wait_until(Duration::from_secs(30), async || {
             cluster(&http, &c, i).await.is_some_and(|v| {
                 v["members"]
                     .as_array()
@@ -577,7 +577,14 @@ async fn a_node_admitted_by_admin_join_takes_its_share_when_it_starts() {
             })
         })
         .await;
-        assert!(admitted, "n{} does not show n4 joining", i + 1);
+        if !admitted {
+            c.dump_logs();
+            panic!(
+                "n{} does not show n4 joining: {:?}",
+                i + 1,
+                cluster(&http, &c, i).await
+            );
+        }
     }
     c.spawn(n4);
     settle(&http, &c, 0, &[("n4", "valid")]).await;

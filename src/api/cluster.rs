@@ -106,6 +106,10 @@ async fn change(state: &AppState, command: Command) -> Response {
             format!("no member {id:?} in this cluster"),
         )
         .into_response(),
+        Err(ProposeError::Refused(r @ Refusal::NotBootstrapped)) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", r.to_string())
+                .into_response()
+        }
         Err(ProposeError::Refused(Refusal::Invalid(why))) => {
             ApiError::new(StatusCode::CONFLICT, "refused", why).into_response()
         }

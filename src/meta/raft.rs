@@ -184,6 +184,15 @@ impl Metadata {
     /// Gets `command` applied through the leader, wherever it is.
     pub async fn propose(&self, command: Command) -> Result<(), ProposeError> {
         let deadline = tokio::time::Instant::now() + PROPOSE_PATIENCE;
+        // Until the first members' metadata is applied here, a change would be refused (the
+        // bootstrap would replace it): wait for it, as for a leader.
+        let mut views = self.view.clone();
+        let bootstrapped = tokio::time::timeout_at(deadline, views.wait_for(|v| !v.provisional));
+        if !matches!(bootstrapped.await, Ok(Ok(_))) {
+            return Err(ProposeError::NoLeader(
+                "the cluster's metadata is not bootstrapped here yet".into(),
+            ));
+        }
         let mut last = String::from("no leader elected yet");
         while tokio::time::Instant::now() < deadline {
             // A leader cut off from its majority takes the entry but can never commit it.

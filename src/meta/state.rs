@@ -105,6 +105,9 @@ pub enum Refusal {
     UnknownMember(String),
     #[error("{0}")]
     Invalid(String),
+    /// A change before the first members' metadata is in the log (it would be replaced by it).
+    #[error("the cluster's metadata is not bootstrapped yet; retry in a moment")]
+    NotBootstrapped,
 }
 
 impl ClusterMeta {
@@ -177,6 +180,9 @@ impl ClusterMeta {
     }
 
     pub fn apply(&mut self, command: Command) -> Result<(), Refusal> {
+        if !self.is_bootstrapped() && !matches!(command, Command::Bootstrap(_)) {
+            return Err(Refusal::NotBootstrapped);
+        }
         match command {
             Command::Bootstrap(meta) => {
                 if !self.is_bootstrapped() {
@@ -403,6 +409,21 @@ mod tests {
     fn three() -> ClusterMeta {
         let members = (1..=3).map(|i| (format!("n{i}"), addr(9100 + i), addr(8100 + i)));
         ClusterMeta::bootstrap(7, 64, members, BucketDefaults::default(), BTreeMap::new())
+    }
+
+    #[test]
+    fn a_change_before_the_bootstrap_is_refused_not_wiped_out_by_it() {
+        let mut meta = ClusterMeta::default();
+        let early = Command::Join {
+            id: "n4".into(),
+            peer_addr: addr(9104),
+            http_addr: addr(8104),
+        };
+        assert_eq!(meta.apply(early), Err(Refusal::NotBootstrapped));
+        assert_eq!(meta.apply(Command::Bootstrap(Box::new(three()))), Ok(()));
+        assert_eq!(meta, three());
+        join(&mut meta, 4);
+        assert_eq!(state(&meta, "n4"), MemberState::Joining);
     }
 
     fn join(meta: &mut ClusterMeta, i: u16) {
