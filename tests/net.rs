@@ -128,18 +128,18 @@ async fn calls_fail_fast_while_a_peer_is_down_and_succeed_once_it_is_back() {
     assert!(down.is_err(), "{down:?}");
     // Back on the same port: the client redials (after its backoff) and calls succeed again.
     let _server = server_at(addr, 7).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let r = answered_within(&net, Duration::from_secs(10), Duration::from_secs(1)).await;
+    assert!(r.is_ok(), "never reconnected: {r:?}");
+}
+
+/// Calls (each within `each`) until one is answered or `within` has passed; the last result.
+async fn answered_within(net: &Net, within: Duration, each: Duration) -> Result<Bytes, NetError> {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
-        let r = net
-            .call("server", Bytes::from_static(&[0]), Duration::from_secs(1))
-            .await;
-        if r.is_ok() {
-            break;
+        let r = net.call("server", Bytes::from_static(&[0]), each).await;
+        if r.is_ok() || tokio::time::Instant::now() >= deadline {
+            return r;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never reconnected: {r:?}"
-        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -274,22 +274,8 @@ async fn a_connection_that_goes_silent_is_redialed() {
         .await;
     assert_eq!(lost, Err(NetError::Timeout("server".into())));
     // The old connection will never answer again; only a fresh one can.
-    let deadline = tokio::time::Instant::now() + quorumkv::net::SILENT_AFTER * 4;
-    loop {
-        let r = net
-            .call(
-                "server",
-                Bytes::from_static(&[0]),
-                Duration::from_millis(500),
-            )
-            .await;
-        if r.is_ok() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a silent connection was never redialed: {r:?}"
-        );
-    }
+    let within = quorumkv::net::SILENT_AFTER * 4;
+    let r = answered_within(&net, within, Duration::from_millis(500)).await;
+    assert!(r.is_ok(), "a silent connection was never redialed: {r:?}");
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "one redial");
 }

@@ -43,7 +43,11 @@ impl Coordinator {
             let newer = refused_for.load(Ordering::Relaxed);
             match result {
                 Err(Failure::Insufficient { .. }) if newer > 0 => {
-                    if !self.catch_up(newer, deadline).await {
+                    let caught_up = self
+                        .metadata()
+                        .wait_for_view(deadline.into(), |v| v.meta.ring_version >= newer)
+                        .await;
+                    if !caught_up {
                         return Err(Failure::StaleRing {
                             ring_version: newer,
                         });
@@ -56,17 +60,6 @@ impl Coordinator {
                 other => return other,
             }
         }
-    }
-
-    /// Waits until this node's metadata has `ring_version`, at most until `deadline`.
-    async fn catch_up(&self, ring_version: u64, deadline: Instant) -> bool {
-        let mut views = self.metadata().subscribe();
-        let caught_up = tokio::time::timeout_at(
-            deadline.into(),
-            views.wait_for(|v| v.meta.ring_version >= ring_version),
-        )
-        .await;
-        matches!(caught_up, Ok(Ok(_)))
     }
 
     /// One placement of the write: apply locally, replicate, count. A replica's refusal for

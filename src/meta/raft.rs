@@ -156,6 +156,17 @@ impl Metadata {
         self.view.clone()
     }
 
+    /// Waits until the metadata in force here satisfies `ready`; false if `deadline` passes.
+    pub async fn wait_for_view(
+        &self,
+        deadline: tokio::time::Instant,
+        ready: impl FnMut(&Arc<View>) -> bool,
+    ) -> bool {
+        let mut views = self.view.clone();
+        let waited = tokio::time::timeout_at(deadline, views.wait_for(ready)).await;
+        matches!(waited, Ok(Ok(_)))
+    }
+
     /// The metadata group as this node sees it, for operators.
     pub fn group(&self) -> Group {
         let metrics = self.raft.metrics().borrow().clone();
@@ -186,9 +197,7 @@ impl Metadata {
         let deadline = tokio::time::Instant::now() + PROPOSE_PATIENCE;
         // Until the first members' metadata is applied here, a change would be refused (the
         // bootstrap would replace it): wait for it, as for a leader.
-        let mut views = self.view.clone();
-        let bootstrapped = tokio::time::timeout_at(deadline, views.wait_for(|v| !v.provisional));
-        if !matches!(bootstrapped.await, Ok(Ok(_))) {
+        if !self.wait_for_view(deadline, |v| !v.provisional).await {
             return Err(ProposeError::NoLeader(
                 "the cluster's metadata is not bootstrapped here yet".into(),
             ));
