@@ -241,6 +241,9 @@ pub struct BucketProps {
     pub n: u8,
     pub r: u8,
     pub w: u8,
+    /// How many of the answers must come from primaries unless a request says (0: none).
+    pub pr: u8,
+    pub pw: u8,
     pub conflict: Conflict,
 }
 
@@ -513,43 +516,34 @@ impl Config {
     }
 
     fn check_bucket(&self, section: &str, o: &BucketOverride) -> Result<(), ConfigError> {
-        let props = self.resolve(o);
+        let n = o.n.unwrap_or(self.defaults.n);
         // A node that joins takes the cluster's bucket settings; only the bounds apply.
         let members = match self.cluster.members.len() {
             0 => usize::from(MAX_N),
             m => m,
         };
-        if props.n == 0 || props.n > MAX_N || usize::from(props.n) > members {
+        if n == 0 || n > MAX_N || usize::from(n) > members {
             return Err(invalid(format!(
                 "{section}.n must be between 1 and the number of members ({members}, at most {MAX_N})"
             )));
         }
         let d = &self.defaults;
         for (knob, q) in [("r", o.r.unwrap_or(d.r)), ("w", o.w.unwrap_or(d.w))] {
-            if q.resolve(props.n).is_none() {
+            if q.resolve(n).is_none() {
                 return Err(invalid(format!(
-                    "{section}.{knob} must be between 1 and n ({}), got {q}",
-                    props.n
+                    "{section}.{knob} must be between 1 and n ({n}), got {q}"
                 )));
             }
         }
         Ok(())
     }
 
-    fn resolve(&self, o: &BucketOverride) -> BucketProps {
-        let d = &self.defaults;
-        let n = o.n.unwrap_or(d.n);
-        BucketProps {
-            n,
-            r: o.r.unwrap_or(d.r).resolve(n).unwrap_or(1),
-            w: o.w.unwrap_or(d.w).resolve(n).unwrap_or(1),
-            conflict: o.conflict.unwrap_or(d.conflict),
-        }
-    }
-
-    /// The effective settings of a bucket (defaults unless `[buckets.NAME]` overrides them).
+    /// The settings of a bucket by the config alone (a running node uses the metadata's,
+    /// which the API can change).
+    #[cfg(test)]
     pub fn bucket(&self, name: &str) -> BucketProps {
-        self.resolve(self.buckets.get(name).unwrap_or(&BucketOverride::default()))
+        crate::meta::buckets::Settings::layered(&self.defaults, self.buckets.get(name), None)
+            .resolve()
     }
 
     /// A fingerprint of the settings every node of the cluster must share.

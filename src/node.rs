@@ -133,6 +133,24 @@ async fn follow_membership(
     }
 }
 
+/// Keeps the replica's hash trees filed by each bucket's `n` in force (the API can change it).
+async fn follow_buckets(
+    mut view: tokio::sync::watch::Receiver<Arc<meta::View>>,
+    replica: Arc<Replica>,
+) {
+    loop {
+        let bucket_n = view.borrow_and_update().meta.bucket_n();
+        let replica = replica.clone();
+        // The refiling walks the keydir: off the runtime's workers.
+        if let Err(e) = tokio::task::spawn_blocking(move || replica.refile(bucket_n)).await {
+            tracing::error!(error = %e, "refiling the hash trees failed");
+        }
+        if view.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Sockets bound ahead of start, so tests can use port 0 and learn the ports first.
 pub struct Listeners {
     pub http: TcpListener,
@@ -184,6 +202,7 @@ pub struct Node {
     replica: Arc<Replica>,
     metadata: Arc<meta::Metadata>,
     follow_task: JoinHandle<()>,
+    buckets_task: JoinHandle<()>,
     http_stop: Option<oneshot::Sender<()>>,
     http_task: JoinHandle<()>,
     peer_task: JoinHandle<()>,
@@ -255,11 +274,7 @@ impl Node {
         adopt_cluster_settings(&mut config, &view.meta);
         let config = Arc::new(config);
         let replica = {
-            let bucket_n = config
-                .buckets
-                .iter()
-                .filter_map(|(b, o)| o.n.map(|n| (b.clone(), n)))
-                .collect();
+            let bucket_n = view.meta.bucket_n();
             let filing = Filing::new(view.ring.clone(), config.defaults.n, bucket_n);
             let (config, seams) = (config.clone(), seams.clone());
             tokio::task::spawn_blocking(move || {
@@ -331,6 +346,7 @@ impl Node {
             liveness.clone(),
             skew.clone(),
         ));
+        let buckets_task = tokio::spawn(follow_buckets(metadata.subscribe(), replica.clone()));
         let heartbeat_task = tokio::spawn(cluster::heartbeat(
             net.clone(),
             liveness.clone(),
@@ -404,6 +420,7 @@ impl Node {
             replica,
             metadata,
             follow_task,
+            buckets_task,
             http_stop: Some(http_stop),
             http_task,
             peer_task,
@@ -452,6 +469,7 @@ impl Node {
         }
         self.heartbeat_task.abort();
         self.follow_task.abort();
+        self.buckets_task.abort();
         self.metadata.shutdown().await;
         for task in [
             &mut self.handoff_task,

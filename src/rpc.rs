@@ -60,6 +60,8 @@ pub enum WriteOp {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         content_type: String,
+        /// The Riak surface's metadata (`Sibling::meta`); empty from `/kv`.
+        meta: Vec<(String, String)>,
     },
     Delete,
 }

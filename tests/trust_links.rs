@@ -46,6 +46,7 @@ async fn forged_put(
         op: WriteOp::Put {
             data: b"owned".to_vec(),
             content_type: "text/plain".into(),
+            meta: Vec::new(),
         },
         write_id: 7,
         w: 1,

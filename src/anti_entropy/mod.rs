@@ -212,10 +212,7 @@ async fn repair(c: &Coordinator, peer: &str, skey: &[u8]) -> bool {
         return false;
     };
     let merged = match (&ours, &theirs) {
-        (Some(a), Some(b)) => match a.merge(b) {
-            Ok(m) => m,
-            Err(_) => return false,
-        },
+        (Some(a), Some(b)) => a.merge(b),
         (Some(a), None) | (None, Some(a)) => a.clone(),
         (None, None) => return false,
     };

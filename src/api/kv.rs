@@ -38,7 +38,7 @@ struct Target {
 
 fn target(state: &AppState, path: PathParams, query: Option<&str>) -> Result<Target, ApiError> {
     let (bucket, key) = params::bucket_key(path)?;
-    let knobs = params::knobs(query, state.config.bucket(&bucket))?;
+    let knobs = params::knobs(query, state.coordinator.bucket(&bucket))?;
     Ok(Target { bucket, key, knobs })
 }
 
@@ -128,7 +128,17 @@ pub async fn put(
             })?
             .to_owned(),
     };
-    write(state, t, context, WriteOp::Put { data, content_type }).await
+    write(
+        state,
+        t,
+        context,
+        WriteOp::Put {
+            data,
+            content_type,
+            meta: Vec::new(),
+        },
+    )
+    .await
 }
 
 pub async fn delete(

@@ -76,8 +76,8 @@ pub fn knobs(query: Option<&str>, props: BucketProps) -> Result<RequestKnobs, Ap
         knobs: Knobs {
             r: props.r,
             w: props.w,
-            pr: 0,
-            pw: 0,
+            pr: props.pr,
+            pw: props.pw,
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
         },
         return_body: false,

@@ -4,8 +4,8 @@
 //! - DVVSet: `'D' | version 1 | entry count | entries`, an entry being `actor | counter |
 //!   value count | siblings`, actors strictly increasing, value count at most counter.
 //! - LWW register: `'L' | version 1 | physical ms | logical | node | sibling`.
-//! - Sibling: `flags (bit 0 tombstone, bit 1 write id present) | [write id] | modified ms |
-//!   content type | data`.
+//! - Sibling: `flags (bit 0 tombstone, bit 1 write id present, bit 2 metadata present) |
+//!   [write id] | modified ms | content type | data | [pair count | (name | value) pairs]`.
 //!
 //! Decoding checks every length against the bytes actually present before using it, so no
 //! input can make it panic or allocate more than the input's own size.
@@ -22,6 +22,8 @@ const VERSION: u8 = 1;
 const FLAG_TOMBSTONE: u8 = 1;
 /// A varint write id follows the flags (v2; absent in v1 data, which reads as id 0).
 const FLAG_WRITE_ID: u8 = 2;
+/// Metadata pairs follow the data (v3, written by the Riak surface; absent: none).
+const FLAG_META: u8 = 4;
 /// Longest actor id and content type accepted.
 pub const MAX_NAME_LEN: usize = 255;
 
@@ -124,6 +126,9 @@ fn put_sibling(out: &mut Vec<u8>, s: &Sibling) {
     if s.write_id != 0 {
         flags |= FLAG_WRITE_ID;
     }
+    if !s.meta.is_empty() {
+        flags |= FLAG_META;
+    }
     out.push(flags);
     if s.write_id != 0 {
         put_varint(out, s.write_id);
@@ -131,6 +136,13 @@ fn put_sibling(out: &mut Vec<u8>, s: &Sibling) {
     put_varint(out, s.modified_ms);
     put_bytes(out, s.content_type.as_bytes());
     put_bytes(out, &s.data);
+    if !s.meta.is_empty() {
+        put_varint(out, s.meta.len() as u64);
+        for (name, value) in &s.meta {
+            put_bytes(out, name.as_bytes());
+            put_bytes(out, value.as_bytes());
+        }
+    }
 }
 
 /// A cursor over untrusted bytes; every read is bounds-checked.
@@ -189,7 +201,7 @@ impl<'a> Reader<'a> {
 
     fn sibling(&mut self) -> Result<Sibling, DecodeError> {
         let flags = self.u8()?;
-        if flags & !(FLAG_TOMBSTONE | FLAG_WRITE_ID) != 0 {
+        if flags & !(FLAG_TOMBSTONE | FLAG_WRITE_ID | FLAG_META) != 0 {
             return Err(DecodeError::Malformed("unknown sibling flags"));
         }
         let write_id = if flags & FLAG_WRITE_ID != 0 {
@@ -200,12 +212,60 @@ impl<'a> Reader<'a> {
         let modified_ms = self.varint()?;
         let content_type = self.name()?.to_owned();
         let data = self.bytes()?.to_vec();
+        let mut meta = Vec::new();
+        if flags & FLAG_META != 0 {
+            // Each pair takes at least two bytes, so the count cannot outrun the input.
+            let count = self.varint()?;
+            if count > self.buf.len() as u64 / 2 {
+                return Err(DecodeError::Truncated);
+            }
+            for _ in 0..count {
+                let name = self.name()?.to_owned();
+                let value = std::str::from_utf8(self.bytes()?)
+                    .map_err(|_| DecodeError::Malformed("metadata value is not UTF-8"))?
+                    .to_owned();
+                meta.push((name, value));
+            }
+        }
         Ok(Sibling {
             data,
             content_type,
             modified_ms,
             tombstone: flags & FLAG_TOMBSTONE != 0,
             write_id,
+            meta,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::causal::VersionVector;
+
+    #[test]
+    fn metadata_round_trips_and_its_absence_reads_as_none() {
+        let a = Actor::new("a");
+        let with = Sibling::value(b"v".to_vec(), "text/plain", 5).with_meta(vec![
+            ("x-riak-meta-color".into(), "blue".into()),
+            ("link".into(), "</buckets/b/keys/k>; riaktag=\"t\"".into()),
+        ]);
+        let state = KeyState::Siblings(DvvSet::new().update(&VersionVector::new(), with, &a));
+        let bytes = state.encode();
+        assert_eq!(KeyState::decode(&bytes), Ok(state));
+        // A count of pairs larger than the bytes left is refused, not allocated.
+        let mut forged = bytes.clone();
+        let at = forged.len()
+            - 1
+            - "</buckets/b/keys/k>; riaktag=\"t\"".len()
+            - 1
+            - "link".len()
+            - 1
+            - "blue".len()
+            - 1
+            - "x-riak-meta-color".len()
+            - 1;
+        forged[at] = 0x7f;
+        assert!(KeyState::decode(&forged).is_err());
     }
 }

@@ -27,5 +27,5 @@ pub use codec::MAX_NAME_LEN;
 pub use dvvset::{Actor, DvvSet, VersionVector};
 pub use error::{CausalError, DecodeError, TokenError};
 pub use lww::{Hlc, LwwRegister, SystemClock, Timestamp, WallClock};
-pub use state::{KeyState, ModeMismatch};
+pub use state::KeyState;
 pub use value::{Sibling, SiblingLimits};

@@ -12,20 +12,40 @@ pub enum KeyState {
     Lww(LwwRegister<Sibling>),
 }
 
-/// Two states of one key disagree on the bucket's conflict mode: the bucket's `conflict`
-/// setting changed while data existed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("replicas hold this key under different conflict modes (siblings and lww)")]
-pub struct ModeMismatch;
-
 impl KeyState {
     /// The merge used by replication and repair: `sync` for siblings, the later write for LWW.
-    /// Commutative, associative and idempotent.
-    pub fn merge(&self, other: &KeyState) -> Result<KeyState, ModeMismatch> {
+    /// Commutative, associative and idempotent within one mode.
+    ///
+    /// States of different modes meet when a bucket's `conflict` setting changed while
+    /// replicas held the key under the old one: the state with the later write wins (on a
+    /// tie, siblings, which keep more; then the encoding), which every replica computes
+    /// alike, so the replicas converge.
+    pub fn merge(&self, other: &KeyState) -> KeyState {
         match (self, other) {
-            (KeyState::Siblings(a), KeyState::Siblings(b)) => Ok(KeyState::Siblings(a.sync(b))),
-            (KeyState::Lww(a), KeyState::Lww(b)) => Ok(KeyState::Lww(a.merge(b))),
-            _ => Err(ModeMismatch),
+            (KeyState::Siblings(a), KeyState::Siblings(b)) => KeyState::Siblings(a.sync(b)),
+            (KeyState::Lww(a), KeyState::Lww(b)) => KeyState::Lww(a.merge(b)),
+            _ => {
+                let rank = |s: &KeyState| {
+                    (
+                        s.latest_ms(),
+                        matches!(s, KeyState::Siblings(_)),
+                        s.encode(),
+                    )
+                };
+                if rank(self) >= rank(other) {
+                    self.clone()
+                } else {
+                    other.clone()
+                }
+            }
+        }
+    }
+
+    /// When the latest of its values (or tombstones) was written.
+    pub fn latest_ms(&self) -> u64 {
+        match self {
+            KeyState::Siblings(set) => set.values().map(|s| s.modified_ms).max().unwrap_or(0),
+            KeyState::Lww(reg) => reg.value.modified_ms,
         }
     }
 

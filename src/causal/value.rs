@@ -15,6 +15,10 @@ pub struct Sibling {
     /// hedged to a second coordinator, or retried, can be applied twice under two dots; the
     /// id lets both be shown, counted and merged as the one write they are.
     pub write_id: u64,
+    /// What the Riak surface keeps with a value besides its bytes: user metadata, index
+    /// entries and links, as (lower-case header name, value) pairs in the order written.
+    /// The native API neither shows nor sets it.
+    pub meta: Vec<(String, String)>,
 }
 
 impl Sibling {
@@ -25,6 +29,7 @@ impl Sibling {
             modified_ms,
             tombstone: false,
             write_id: 0,
+            meta: Vec::new(),
         }
     }
 
@@ -36,12 +41,18 @@ impl Sibling {
             modified_ms,
             tombstone: true,
             write_id: 0,
+            meta: Vec::new(),
         }
     }
 
     /// The same sibling, marked as written by client request `write_id`.
     pub fn with_write_id(self, write_id: u64) -> Self {
         Sibling { write_id, ..self }
+    }
+
+    /// The same sibling, with the Riak surface's metadata.
+    pub fn with_meta(self, meta: Vec<(String, String)>) -> Self {
+        Sibling { meta, ..self }
     }
 
     /// Whether two siblings are the same client write applied under two dots.

@@ -26,7 +26,7 @@ impl Coordinator {
         key: &str,
         knobs: Knobs,
     ) -> Result<VersionVector, Failure> {
-        if self.config.bucket(bucket).conflict == Conflict::Lww {
+        if self.bucket(bucket).conflict == Conflict::Lww {
             return Ok(VersionVector::new());
         }
         let state = self.get(bucket, key, knobs).await?;
@@ -72,9 +72,7 @@ impl Coordinator {
                     if let Some(took) = took {
                         self.replica_latency.record(took);
                     }
-                    repair
-                        .answer(node, state)
-                        .map_err(|e| Failure::Internal(e.to_string()))?;
+                    repair.answer(node, state);
                     tally.ack(By::Primary);
                 }
                 Ok(Some((node, Err(e), _))) => {

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use crate::causal::{KeyState, VersionVector};
 use crate::cluster::skew::Skew;
 use crate::cluster::Liveness;
-use crate::config::Config;
+use crate::config::{BucketProps, Config};
 use crate::meta::{Metadata, View};
 use crate::net::Net;
 use crate::replica::Replica;
@@ -59,7 +59,6 @@ pub struct Knobs {
 
 pub struct Coordinator {
     me: String,
-    config: Arc<Config>,
     /// The ring in force comes from here, per request.
     metadata: Arc<Metadata>,
     replica: Arc<Replica>,
@@ -86,7 +85,6 @@ impl Coordinator {
     ) -> Self {
         Coordinator {
             me: config.node_id.clone(),
-            config,
             metadata,
             replica,
             net,
@@ -120,12 +118,17 @@ impl Coordinator {
 
     /// Every bucket `n` in use (the default's and the buckets' own).
     pub fn replication_factors(&self) -> std::collections::BTreeSet<u8> {
-        let c = &self.config;
-        c.buckets
-            .values()
-            .filter_map(|b| b.n)
-            .chain([c.defaults.n])
+        let view = self.view();
+        view.meta
+            .bucket_n()
+            .into_values()
+            .chain([view.meta.defaults.n])
             .collect()
+    }
+
+    /// A bucket's settings in force: the metadata's (the config's, and what the API set).
+    pub fn bucket(&self, bucket: &str) -> BucketProps {
+        self.view().meta.bucket(bucket)
     }
 
     pub fn replica(&self) -> &Arc<Replica> {
@@ -160,7 +163,7 @@ impl Coordinator {
     /// Where a write of the key goes, all from one view of the metadata (so a change that
     /// commits meanwhile cannot pair one ring's primaries with another's newcomers).
     fn placement(&self, bucket: &str, key: &str) -> Placement {
-        let n = usize::from(self.config.bucket(bucket).n);
+        let n = usize::from(self.bucket(bucket).n);
         let view = self.view();
         let partition = view.ring.partition(bucket.as_bytes(), key.as_bytes());
         let mut walk: Vec<String> = view
@@ -200,7 +203,7 @@ impl Coordinator {
 
     /// The key's partition and its primary replicas, in order.
     pub fn preference_list(&self, bucket: &str, key: &str) -> (u32, Vec<String>) {
-        let n = usize::from(self.config.bucket(bucket).n);
+        let n = usize::from(self.bucket(bucket).n);
         let view = self.view();
         let partition = view.ring.partition(bucket.as_bytes(), key.as_bytes());
         let nodes = view

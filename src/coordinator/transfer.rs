@@ -161,7 +161,7 @@ pub async fn stream_partition(
             let Ok(Some(state)) = coordinator.replica().read(&bucket, &key) else {
                 continue;
             };
-            let n = usize::from(coordinator.config.bucket(&bucket).n);
+            let n = usize::from(coordinator.bucket(&bucket).n);
             let reaches = next.preference_list(p, n);
             let encoded = state.encode();
             for to in newcomers.iter().filter(|to| reaches.contains(&to.as_str())) {
@@ -262,7 +262,7 @@ async fn forget_foreign(
                 let Some((bucket, key)) = split_storage_key(&skey) else {
                     continue;
                 };
-                let n = usize::from(coordinator.config.bucket(&bucket).n);
+                let n = usize::from(coordinator.bucket(&bucket).n);
                 if !view.ring.preference_list(p, n).contains(&me) {
                     foreign.push((skey, bucket, key));
                 }
@@ -275,7 +275,7 @@ async fn forget_foreign(
                     continue;
                 };
                 let encoded = state.encode();
-                let n = usize::from(coordinator.config.bucket(bucket).n);
+                let n = usize::from(coordinator.bucket(bucket).n);
                 for to in view.ring.preference_list(p, n) {
                     out.add(to, bucket, key, &encoded).await?;
                 }

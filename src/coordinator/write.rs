@@ -70,7 +70,7 @@ impl Coordinator {
         deadline: Instant,
         refused_for: &Arc<AtomicU64>,
     ) -> Result<PutOutcome, Failure> {
-        let props = self.config.bucket(&request.bucket);
+        let props = self.bucket(&request.bucket);
         if props.conflict == Conflict::Lww {
             let verdict = self.skew.verdict();
             if verdict.out_of_bounds {

@@ -23,7 +23,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BucketDefaults, BucketOverride};
+use super::buckets::{PropsSet, Settings};
+use crate::config::{BucketDefaults, BucketOverride, BucketProps};
 use crate::ring::{claim::claim, Ring};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +69,10 @@ pub struct ClusterMeta {
     pub replacing: BTreeMap<String, String>,
     pub defaults: BucketDefaults,
     pub buckets: BTreeMap<String, BucketOverride>,
+    /// Bucket properties set over the API, over `buckets` and `defaults` (absent in
+    /// metadata written before they existed).
+    #[serde(default)]
+    pub props: BTreeMap<String, PropsSet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +100,15 @@ pub enum Command {
     Excuse {
         ring_version: u64,
         node: String,
+    },
+    /// Sets the named properties of a bucket (over what was set before).
+    SetProps {
+        bucket: String,
+        props: PropsSet,
+    },
+    /// Forgets the properties set over the API: the config's settings apply again.
+    ClearProps {
+        bucket: String,
     },
 }
 
@@ -147,7 +161,32 @@ impl ClusterMeta {
             replacing: BTreeMap::new(),
             defaults,
             buckets,
+            props: BTreeMap::new(),
         }
+    }
+
+    /// A bucket's settings, each quorum as it was given.
+    pub fn bucket_settings(&self, bucket: &str) -> Settings {
+        Settings::layered(
+            &self.defaults,
+            self.buckets.get(bucket),
+            self.props.get(bucket),
+        )
+    }
+
+    /// A bucket's settings as requests use them.
+    pub fn bucket(&self, bucket: &str) -> BucketProps {
+        self.bucket_settings(bucket).resolve()
+    }
+
+    /// The `n` of every bucket whose `n` differs from the default's.
+    pub fn bucket_n(&self) -> BTreeMap<String, u8> {
+        self.buckets
+            .keys()
+            .chain(self.props.keys())
+            .map(|b| (b.clone(), self.bucket_settings(b).n))
+            .filter(|(_, n)| *n != self.defaults.n)
+            .collect()
     }
 
     pub fn is_bootstrapped(&self) -> bool {
@@ -309,6 +348,19 @@ impl ClusterMeta {
                     }
                     self.commit_if_done();
                 }
+                Ok(())
+            }
+            Command::SetProps { bucket, props } => {
+                let set = self.props.get(&bucket).cloned().unwrap_or_default();
+                let set = set.overlay(&props);
+                Settings::layered(&self.defaults, self.buckets.get(&bucket), Some(&set))
+                    .check(self.max_n)
+                    .map_err(Refusal::Invalid)?;
+                self.props.insert(bucket, set);
+                Ok(())
+            }
+            Command::ClearProps { bucket } => {
+                self.props.remove(&bucket);
                 Ok(())
             }
         }
@@ -628,5 +680,37 @@ mod tests {
         let t = meta.transition.clone().expect("still running");
         assert!(t.pending.values().all(|s| !s.contains("n2")));
         assert!(t.excused.contains("n2"));
+    }
+
+    #[test]
+    fn bucket_properties_set_are_checked_kept_and_cleared() {
+        let mut meta = three();
+        let set = |props: PropsSet| Command::SetProps {
+            bucket: "carts".into(),
+            props,
+        };
+        assert!(meta
+            .apply(set(PropsSet {
+                n: Some(1),
+                ..PropsSet::default()
+            }))
+            .is_ok());
+        assert_eq!(meta.bucket("carts").n, 1);
+        assert_eq!(meta.bucket_n().get("carts"), Some(&1));
+        // r = 2 cannot be met with n = 1: refused, and nothing changes.
+        assert!(matches!(
+            meta.apply(set(PropsSet {
+                r: Some(crate::config::Quorum::N(2)),
+                ..PropsSet::default()
+            })),
+            Err(Refusal::Invalid(_))
+        ));
+        assert_eq!(meta.bucket("carts").r, 1);
+        meta.apply(Command::ClearProps {
+            bucket: "carts".into(),
+        })
+        .expect("clear");
+        assert_eq!(meta.bucket("carts").n, 3);
+        assert!(meta.bucket_n().is_empty());
     }
 }

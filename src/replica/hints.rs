@@ -69,7 +69,7 @@ impl Hints {
         let raw = hint.encode();
         let _guard = self.locks.lock(&raw).await;
         let merged = match self.read(&raw)? {
-            Some(held) => held.merge(state).map_err(|_| ReplicaError::ModeMismatch)?,
+            Some(held) => held.merge(state),
             None => state.clone(),
         };
         self.storage.put_async(&raw, &merged.encode()).await?;

@@ -64,6 +64,19 @@ impl Filing {
         }
     }
 
+    /// The `n` of every bucket whose `n` is not the default's.
+    pub fn bucket_n(&self) -> &BTreeMap<String, u8> {
+        &self.bucket_n
+    }
+
+    /// The same filing with other bucket `n`s (set over the API).
+    pub fn with_bucket_n(&self, bucket_n: BTreeMap<String, u8>) -> Filing {
+        Filing {
+            bucket_n,
+            ..self.clone()
+        }
+    }
+
     pub fn tree_of(&self, bucket: &str, key: &str) -> TreeId {
         TreeId {
             partition: self.ring.partition(bucket.as_bytes(), key.as_bytes()),
@@ -113,6 +126,20 @@ impl Trees {
         }
         if let Some(new) = hash {
             leaf.hash ^= item(storage_key, new);
+        }
+    }
+
+    /// Moves `storage_key` from tree `from` to tree `to` (its bucket's `n` changed).
+    pub fn refile(&self, from: TreeId, to: TreeId, storage_key: &[u8]) {
+        let hash = self.trees.get(&from).and_then(|t| {
+            t.leaves[leaf_of(storage_key)]
+                .keys
+                .get(storage_key)
+                .copied()
+        });
+        if let Some(hash) = hash {
+            self.update(from, storage_key, None);
+            self.update(to, storage_key, Some(hash));
         }
     }
 

@@ -18,6 +18,7 @@
 //! A write that runs into it is refused once with [`ReplicaError::Corrupt`], so the
 //! coordinator has it coordinated by a replica that can read the key; reads see "missing".
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,8 +51,6 @@ pub enum ReplicaError {
     TooManySiblings { count: usize, max: usize },
     #[error("the key's state would be {bytes} bytes, over the limit of {max}")]
     TooLarge { bytes: usize, max: usize },
-    #[error("replicas disagree on the bucket's conflict mode")]
-    ModeMismatch,
     #[error("identity file: {0}")]
     Identity(std::io::Error),
 }
@@ -105,8 +104,9 @@ pub struct Replica {
     limits: SiblingLimits,
     /// Largest encoded state of one key (all siblings together).
     max_state_bytes: usize,
-    /// Which tree each key is filed under.
-    filing: Filing,
+    /// Which tree each key is filed under; held for reading from a key's filing to its tree
+    /// update, so that a change of a bucket's `n` (`refile`) moves every key once.
+    filing: RwLock<Filing>,
     trees: Trees,
     /// Records found damaged since start.
     corrupt_records: AtomicU64,
@@ -158,7 +158,7 @@ impl Replica {
             clock,
             limits: limits.siblings,
             max_state_bytes,
-            filing,
+            filing: RwLock::new(filing),
             trees,
             corrupt_records: AtomicU64::new(0),
             skewed_stamps: AtomicU64::new(0),
@@ -241,8 +241,7 @@ impl Replica {
     ) -> Result<(), ReplicaError> {
         self.corrupt_records.fetch_add(1, Ordering::Relaxed);
         self.storage.delete(skey)?;
-        let tree = self.filing.tree_of(bucket, key);
-        self.trees.update(tree, skey, None);
+        self.file(bucket, key, skey, None);
         let epoch = format!("{:08x}", fastrand::u32(..));
         write_synced(&self.dir.join(EPOCH_FILE), epoch.as_bytes())
             .map_err(ReplicaError::Identity)?;
@@ -274,7 +273,11 @@ impl Replica {
         }
         let now = self.clock.now_ms();
         let sibling = match op {
-            WriteOp::Put { data, content_type } => Sibling::value(data, content_type, now),
+            WriteOp::Put {
+                data,
+                content_type,
+                meta,
+            } => Sibling::value(data, content_type, now).with_meta(meta),
             WriteOp::Delete => Sibling::tombstone(now),
         }
         .with_write_id(write_id);
@@ -285,10 +288,16 @@ impl Replica {
                 self.update(&set, context, sibling, &actor)?
             }
             (Conflict::Lww, current) => {
+                // A state kept under siblings (the bucket's mode changed) is superseded, as
+                // the latest write in an lww bucket supersedes everything: stamped after it,
+                // so that replicas still holding it take this write (`KeyState::merge`).
+                let mut sibling = sibling;
+                if let Some(old @ KeyState::Siblings(_)) = &current {
+                    sibling.modified_ms = sibling.modified_ms.max(old.latest_ms() + 1);
+                }
                 let timestamp = match &current {
                     Some(KeyState::Lww(reg)) => self.stamp_after(reg),
-                    Some(_) => return Err(ReplicaError::ModeMismatch),
-                    None => self.hlc.now(&*self.clock),
+                    Some(KeyState::Siblings(_)) | None => self.hlc.now(&*self.clock),
                 };
                 KeyState::Lww(LwwRegister {
                     timestamp,
@@ -296,10 +305,47 @@ impl Replica {
                     value: sibling,
                 })
             }
-            (Conflict::Siblings, Some(KeyState::Lww(_))) => return Err(ReplicaError::ModeMismatch),
+            (Conflict::Siblings, Some(KeyState::Lww(reg))) => {
+                // The bucket changed to siblings: the lww value stays, as a sibling of this
+                // write (an lww read's context is empty, so no client write covers it).
+                let kept = DvvSet::new().update(&VersionVector::new(), reg.value, &actor);
+                self.update(&kept, context, sibling, &actor)?
+            }
         };
         let pending = self.store(bucket, key, &skey, &next)?;
         Ok((next, pending))
+    }
+
+    /// Files the key's new state hash (or its absence) in its tree.
+    fn file(&self, bucket: &str, key: &str, skey: &[u8], hash: Option<u64>) {
+        let filing = self.filing.read();
+        self.trees.update(filing.tree_of(bucket, key), skey, hash);
+    }
+
+    /// Files the keys of buckets whose `n` changed under their new trees, so anti-entropy
+    /// compares them with the replicas of their new `n`.
+    pub fn refile(&self, bucket_n: BTreeMap<String, u8>) {
+        let mut filing = self.filing.write();
+        if *filing.bucket_n() == bucket_n {
+            return;
+        }
+        let next = filing.with_bucket_n(bucket_n);
+        let mut moved = 0u64;
+        for skey in self.storage.keys() {
+            let Some((bucket, key)) = split_storage_key(&skey) else {
+                continue;
+            };
+            let (from, to) = (filing.tree_of(&bucket, &key), next.tree_of(&bucket, &key));
+            if from != to {
+                self.trees.refile(from, to, &skey);
+                moved += 1;
+            }
+        }
+        tracing::info!(
+            keys = moved,
+            "a bucket's n changed; its keys are filed under their new hash trees"
+        );
+        *filing = next;
     }
 
     /// Removes the key if its state is still exactly `expected` (a tombstone every replica was
@@ -316,8 +362,7 @@ impl Replica {
             return Ok(false);
         }
         self.storage.delete_async(&skey).await?;
-        let tree = self.filing.tree_of(bucket, key);
-        self.trees.update(tree, &skey, None);
+        self.file(bucket, key, &skey, None);
         Ok(true)
     }
 
@@ -329,8 +374,7 @@ impl Replica {
         };
         let _guard = self.lock(skey).await;
         self.storage.delete_async(skey).await?;
-        let tree = self.filing.tree_of(&bucket, &key);
-        self.trees.update(tree, skey, None);
+        self.file(&bucket, &key, skey, None);
         Ok(())
     }
 
@@ -350,9 +394,7 @@ impl Replica {
             let current = self.read(bucket, key)?;
             let merged = match &current {
                 None => remote.clone(),
-                Some(current) => current
-                    .merge(remote)
-                    .map_err(|_| ReplicaError::ModeMismatch)?,
+                Some(current) => current.merge(remote),
             };
             if current.as_ref() == Some(&merged) {
                 (merged, self.storage.pending_all())
@@ -433,9 +475,7 @@ impl Replica {
             });
         }
         let pending = self.storage.put_deferred(skey, &bytes)?;
-        let tree = self.filing.tree_of(bucket, key);
-        self.trees
-            .update(tree, skey, Some(merkle::state_hash(&bytes)));
+        self.file(bucket, key, skey, Some(merkle::state_hash(&bytes)));
         Ok(pending)
     }
 

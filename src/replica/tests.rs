@@ -43,6 +43,7 @@ fn put(data: &str) -> WriteOp {
     WriteOp::Put {
         data: data.as_bytes().to_vec(),
         content_type: "text/plain".into(),
+        meta: Vec::new(),
     }
 }
 
@@ -148,4 +149,70 @@ async fn lww_keys_keep_the_latest_write_and_sync_converges() {
     assert_eq!(values(&on_a), ["new"]);
     let on_b = b.sync("s", "k", &on_a).await.expect("sync again");
     assert_eq!(on_a, on_b);
+}
+
+/// A bucket's `conflict` changed while it held data (Riak clients flip `allow_mult`): writes
+/// go on, nothing written before is dropped unseen, and replicas still under the old mode
+/// converge with the new.
+#[tokio::test]
+async fn a_key_written_under_one_conflict_mode_takes_writes_under_the_other() {
+    let (_a_dir, _b_dir, a, b) = two_replicas();
+    let blind = VersionVector::new();
+    let lww = a
+        .coordinate("m", "k", Conflict::Lww, &blind, put("lww"), 1)
+        .await
+        .expect("lww write")
+        .0;
+    b.sync("m", "k", &lww).await.expect("replicate");
+    // Now siblings: the lww value is kept beside the first write that does not cover it.
+    let both = a
+        .coordinate("m", "k", Conflict::Siblings, &blind, put("sib"), 2)
+        .await
+        .expect("siblings write over an lww key")
+        .0;
+    assert_eq!(values(&both), ["lww", "sib"]);
+    // b still holds the lww state: the later write wins, on both sides alike.
+    let on_b = b.sync("m", "k", &both).await.expect("sync across modes");
+    assert_eq!(on_b, both);
+    assert_eq!(lww.merge(&both), both.merge(&lww));
+    // Back to lww: the write supersedes the siblings.
+    let last = a
+        .coordinate("m", "k", Conflict::Lww, &blind, put("last"), 3)
+        .await
+        .expect("lww write over siblings")
+        .0;
+    assert_eq!(values(&last), ["last"]);
+    assert_eq!(
+        values(&b.sync("m", "k", &last).await.expect("sync")),
+        ["last"]
+    );
+}
+
+#[tokio::test]
+async fn a_bucket_whose_n_changes_has_its_keys_filed_under_the_new_trees() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = open(tmp.path(), "n1");
+    let _ = r
+        .coordinate(
+            "few",
+            "k",
+            Conflict::Siblings,
+            &VersionVector::new(),
+            put("v"),
+            1,
+        )
+        .await
+        .expect("write");
+    let old = r.filing.read().tree_of("few", "k");
+    r.refile([("few".to_owned(), 3)].into());
+    let new = r.filing.read().tree_of("few", "k");
+    assert_ne!(old, new);
+    assert!(
+        r.trees.groups(old).iter().all(|&h| h == 0),
+        "left the old tree"
+    );
+    assert!(
+        r.trees.groups(new).iter().any(|&h| h != 0),
+        "filed in the new one"
+    );
 }
