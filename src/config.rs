@@ -199,7 +199,7 @@ impl<'de> Deserialize<'de> for Quorum {
 }
 
 /// How a bucket settles concurrent writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Conflict {
     Siblings,

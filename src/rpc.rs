@@ -154,6 +154,12 @@ pub enum Request {
     },
     /// Cluster metadata (`meta::network`), as JSON.
     Meta(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A listing's share of a coverage plan: the live keys of `bucket` (with `None`, the
+    /// buckets that have one) in these partitions.
+    List {
+        bucket: Option<String>,
+        partitions: Vec<u32>,
+    },
 }
 
 /// Why a replica could not do what was asked; mapped to an HTTP status by the API.
@@ -223,6 +229,7 @@ pub enum Response {
     Hashes(Vec<u64>),
     Digests(Vec<(Vec<u8>, u64)>),
     Meta(#[serde(with = "serde_bytes")] Vec<u8>),
+    Names(Result<Vec<String>, Failure>),
 }
 
 /// Bytes that serialize as one length-prefixed run (not element by element, as `Vec<u8>`

@@ -6,6 +6,11 @@
 //! `GET /kv/{b}/..` read on b; `PUT`/`DELETE` write on b; `/admin/preflist|replica/{b}/..`
 //! admin on b; every other `/admin/*` and `/metrics` admin on `*`; `/health` is open (load
 //! balancers probe it). No file, no checks: allowed only on loopback (config validation).
+//!
+//! The Riak surface: objects and key listings as `/kv` (read or write on b); a bucket's
+//! properties read on b, changed with admin on b; the bucket listing admin on `*`; `/` and
+//! `/ping` open; `/stats` any valid token (clients read it when they connect). Riak's
+//! clients send HTTP basic auth: the password is the token (the user name is not checked).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -107,9 +112,25 @@ pub fn new_token() -> Result<(String, String), String> {
     Ok((token, hash))
 }
 
-/// What a request needs: an access on a bucket, or nothing.
+/// What a request needs: an access on a bucket (`*`: any grant will do for `None`, a
+/// valid token), or nothing.
 fn needs(method: &Method, path: &str) -> Option<(Access, String)> {
-    let mut parts = path.trim_start_matches('/').split('/');
+    let mut parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if parts.first() == Some(&"types") && parts.get(2) == Some(&"buckets") {
+        parts.drain(..2);
+    }
+    let reads = method == Method::GET || method == Method::HEAD;
+    let riak_bucket = |raw: &str| super::riak::decode(raw).unwrap_or_else(|_| raw.to_owned());
+    match parts.as_slice() {
+        ["buckets"] => return Some((Access::Admin, "*".to_owned())),
+        ["buckets", b, "props"] if reads => return Some((Access::Read, riak_bucket(b))),
+        ["buckets", b, "props"] => return Some((Access::Admin, riak_bucket(b))),
+        ["buckets", b, ..] if reads => return Some((Access::Read, riak_bucket(b))),
+        ["buckets", b, ..] => return Some((Access::Write, riak_bucket(b))),
+        [""] | ["ping"] => return None,
+        _ => {}
+    }
+    let mut parts = parts.into_iter();
     match (parts.next(), parts.next(), parts.next()) {
         (Some("health"), None, _) => None,
         (Some("kv"), Some(bucket), _) => {
@@ -127,6 +148,22 @@ fn needs(method: &Method, path: &str) -> Option<(Access, String)> {
     }
 }
 
+/// The token of an `Authorization` header: `Bearer <token>`, or HTTP basic auth (as Riak's
+/// clients send it) whose password is the token.
+fn presented_token(value: &str) -> Option<String> {
+    use base64::Engine;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(token.trim().to_owned());
+    }
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_owned())
+}
+
 /// The middleware: 401 without a known token, 403 without the grant.
 pub async fn check(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(tokens) = state.tokens.as_ref() else {
@@ -139,9 +176,8 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(holder) = presented.and_then(|t| tokens.holder(t)) else {
+        .and_then(presented_token);
+    let Some(holder) = presented.as_deref().and_then(|t| tokens.holder(t)) else {
         let mut refused = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
@@ -154,7 +190,9 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
         );
         return refused;
     };
-    if !holder.may(access, &bucket) {
+    // `/stats`: Riak's clients read it as they connect, whatever their grants.
+    let any_token = request.uri().path() == "/stats";
+    if !any_token && !holder.may(access, &bucket) {
         tracing::debug!(token = %holder.name, ?access, %bucket, "request refused: no grant");
         return ApiError::new(
             StatusCode::FORBIDDEN,
@@ -204,6 +242,47 @@ mod tests {
             needs(&Method::GET, "/nowhere"),
             Some((Access::Admin, "*".into()))
         );
+    }
+
+    #[test]
+    fn the_riak_surface_needs_the_same_grants() {
+        let read = |b: &str| Some((Access::Read, b.to_owned()));
+        assert_eq!(needs(&Method::GET, "/buckets/carts/keys/a"), read("carts"));
+        assert_eq!(
+            needs(&Method::HEAD, "/types/default/buckets/my+carts/keys/a"),
+            read("my carts")
+        );
+        assert_eq!(
+            needs(&Method::POST, "/buckets/carts/keys"),
+            Some((Access::Write, "carts".into()))
+        );
+        assert_eq!(
+            needs(&Method::GET, "/buckets/carts/keys?keys=true"),
+            read("carts")
+        );
+        assert_eq!(needs(&Method::GET, "/buckets/carts/props"), read("carts"));
+        assert_eq!(
+            needs(&Method::PUT, "/buckets/carts/props"),
+            Some((Access::Admin, "carts".into()))
+        );
+        assert_eq!(
+            needs(&Method::GET, "/buckets"),
+            Some((Access::Admin, "*".into()))
+        );
+        assert_eq!(needs(&Method::GET, "/ping"), None);
+        assert_eq!(needs(&Method::GET, "/"), None);
+    }
+
+    #[test]
+    fn basic_auth_presents_its_password_as_the_token() {
+        assert_eq!(presented_token("Bearer qkv_1 "), Some("qkv_1".into()));
+        // "riak:qkv_2"
+        assert_eq!(
+            presented_token("Basic cmlhazpxa3ZfMg=="),
+            Some("qkv_2".into())
+        );
+        assert_eq!(presented_token("Basic !!"), None);
+        assert_eq!(presented_token("Digest x"), None);
     }
 
     #[test]

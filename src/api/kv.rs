@@ -73,61 +73,8 @@ pub async fn put(
     let t = target(&state, path, query.as_deref())?;
     let context =
         params::context(&state.contexts, &headers, &t.bucket, &t.key)?.unwrap_or_default();
-    let max = state.config.storage.max_value_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
-            format!("values are limited to {max} bytes"),
-        )
-    };
-    // Refused from the header. A client waiting on `Expect: 100-continue` is answered
-    // before it sends a byte; one already sending has a bounded amount of its body read
-    // and dropped first, so it sees the 413 instead of a reset on a half-written request.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared.filter(|&len| len > max as u64) {
-        let expects_continue = headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if !expects_continue && len <= DRAIN_LIMIT {
-            drain(body).await;
-        }
-        return Err(too_large());
-    }
-    let data = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, max)).await {
-        Ok(Ok(data)) => data.to_vec(),
-        Ok(Err(e)) if is_length_limit(&e) => return Err(too_large()),
-        Ok(Err(e)) => {
-            return Err(ApiError::bad_request(
-                "bad_body",
-                format!("could not read the body: {e}"),
-            ))
-        }
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!("the body did not arrive within {BODY_TIMEOUT:?}"),
-            ))
-        }
-    };
-    let content_type = match headers.get(header::CONTENT_TYPE) {
-        None => DEFAULT_CONTENT_TYPE.to_owned(),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .filter(|ct| !ct.is_empty() && ct.len() <= MAX_NAME_LEN)
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "bad_content_type",
-                    format!("Content-Type must be 1 to {MAX_NAME_LEN} visible ASCII characters"),
-                )
-            })?
-            .to_owned(),
-    };
+    let data = read_body(&headers, body, state.config.storage.max_value_bytes).await?;
+    let content_type = content_type(&headers)?;
     write(
         state,
         t,
@@ -192,4 +139,66 @@ fn is_length_limit(e: &axum::Error) -> bool {
         source = err.source();
     }
     false
+}
+
+/// Reads a write's body: at most `max` bytes, within [`BODY_TIMEOUT`]. A `Content-Length`
+/// over `max` is refused from the header: a client waiting on `Expect: 100-continue` is
+/// answered before it sends a byte; one already sending has a bounded amount of its body
+/// read and dropped first, so it sees the 413 instead of a reset on a half-written request.
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!("values are limited to {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|&len| len > max as u64) {
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue && len <= DRAIN_LIMIT {
+            drain(body).await;
+        }
+        return Err(too_large());
+    }
+    match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, max)).await {
+        Ok(Ok(data)) => Ok(data.to_vec()),
+        Ok(Err(e)) if is_length_limit(&e) => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::bad_request(
+            "bad_body",
+            format!("could not read the body: {e}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the body did not arrive within {BODY_TIMEOUT:?}"),
+        )),
+    }
+}
+
+/// The value's content type: the header as sent, or octet-stream without one.
+pub(super) fn content_type(headers: &HeaderMap) -> Result<String, ApiError> {
+    match headers.get(header::CONTENT_TYPE) {
+        None => Ok(DEFAULT_CONTENT_TYPE.to_owned()),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|ct| !ct.is_empty() && ct.len() <= MAX_NAME_LEN)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_content_type",
+                    format!("Content-Type must be 1 to {MAX_NAME_LEN} visible ASCII characters"),
+                )
+            }),
+    }
 }

@@ -2,6 +2,7 @@
 //! happen, by a middleware on `/kv`; everything else is read from its owner at scrape time, so
 //! the numbers here and in `/admin/status` are the same numbers.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -56,6 +57,9 @@ pub struct RequestMetrics {
     latency: HistogramFamily<OpLabels>,
     quorum_failures: Family<OpLabels, Counter>,
     siblings: Histogram,
+    /// Reads and writes (deletes included) answered, for Riak's `/stats`.
+    gets: AtomicU64,
+    puts: AtomicU64,
 }
 
 impl Default for RequestMetrics {
@@ -65,12 +69,16 @@ impl Default for RequestMetrics {
             latency: Family::new_with_constructor(latency_histogram),
             quorum_failures: Family::default(),
             siblings: sibling_histogram(),
+            gets: AtomicU64::new(0),
+            puts: AtomicU64::new(0),
         }
     }
 }
 
 impl RequestMetrics {
     fn observe(&self, op: Op, status: StatusCode, elapsed: Duration) {
+        let total = if op == "get" { &self.gets } else { &self.puts };
+        total.fetch_add(1, Ordering::Relaxed);
         let status = status.as_u16();
         self.requests
             .get_or_create(&RequestLabels { op, status })
@@ -83,6 +91,14 @@ impl RequestMetrics {
         }
     }
 
+    /// Reads and writes answered since start.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.gets.load(Ordering::Relaxed),
+            self.puts.load(Ordering::Relaxed),
+        )
+    }
+
     /// How many siblings a GET answered with (1 for a plain value).
     pub fn siblings(&self, count: usize) {
         self.siblings.observe(count as f64);
@@ -92,7 +108,7 @@ impl RequestMetrics {
 /// Middleware for `/kv`: counts each request by op and status and times it.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let op = match *request.method() {
-        Method::PUT => "put",
+        Method::PUT | Method::POST => "put",
         Method::DELETE => "delete",
         _ => "get",
     };

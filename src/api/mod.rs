@@ -1,4 +1,6 @@
-//! The HTTP API of API.md: `/kv` for clients, `/health` and `/admin` for operators.
+//! The HTTP API of API.md: `/kv` for clients, `/health` and `/admin` for operators; and
+//! beside them Riak's plain-KV endpoints (`riak`) for the applications and clients that speak
+//! Riak's HTTP interface.
 //!
 //! Handlers parse and validate (`params`), call the coordinator, and shape the answer
 //! (`respond`); every error is JSON (`error`). No client input reaches a panic or a 500.
@@ -11,6 +13,7 @@ mod kv;
 mod metrics;
 mod params;
 mod respond;
+pub(crate) mod riak;
 pub mod server;
 pub mod tls;
 
@@ -67,12 +70,14 @@ pub fn router(state: AppState) -> Router {
             "/kv/{bucket}/{key}",
             get(kv::get).put(kv::put).delete(kv::delete),
         )
+        .merge(riak::object_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
         ));
     Router::new()
         .merge(kv)
+        .merge(riak::routes())
         .route("/metrics", get(metrics::metrics))
         .route("/health", get(admin::health))
         .route("/admin/status", get(admin::status))

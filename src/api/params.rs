@@ -14,8 +14,8 @@ use crate::config::{BucketProps, Quorum, MAX_NAME_BYTES};
 use crate::coordinator::Knobs;
 
 pub const CONTEXT_HEADER: &str = "x-causal-context";
-const DEFAULT_TIMEOUT_MS: u64 = 5000;
-const MAX_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
 
 /// The path parameters of a `/{bucket}/{key}` route, or why the router refused them.
 pub type PathParams = Result<RawPathParams, RawPathParamsRejection>;
@@ -28,8 +28,8 @@ pub fn bucket_key(path: PathParams) -> Result<(String, String), ApiError> {
     let mut key = None;
     for (param, value) in &path {
         match param {
-            "bucket" => bucket = Some(name("bucket", value)?),
-            "key" => key = Some(name("key", value)?),
+            "bucket" => bucket = Some(check_name("bucket", value)?),
+            "key" => key = Some(check_name("key", value)?),
             _ => {}
         }
     }
@@ -39,7 +39,7 @@ pub fn bucket_key(path: PathParams) -> Result<(String, String), ApiError> {
 }
 
 /// Checks a decoded bucket or key: 1–255 bytes, no control characters, and for buckets no `/`.
-fn name(what: &'static str, decoded: &str) -> Result<String, ApiError> {
+pub fn check_name(what: &'static str, decoded: &str) -> Result<String, ApiError> {
     let error = if what == "bucket" {
         "bad_bucket"
     } else {

@@ -8,8 +8,11 @@
 //! was issued for, by the cluster that issued it, unchanged: a client cannot forge counters or
 //! invent actors, so no token can wrap a counter or bloat a key's clock. Everything is checked
 //! before it is used, and a token longer than [`MAX_TOKEN_LEN`] is refused before decoding.
+//!
+//! The Riak surface carries the same bytes as `X-Riak-Vclock`, in standard padded base64
+//! (Riak's clients decode and re-encode it so): [`encode_vclock`], [`decode_vclock`].
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 
 use super::codec::{put_bytes, put_varint, Reader};
@@ -60,15 +63,17 @@ impl std::fmt::Debug for ContextKey {
 
 /// Encodes `context` as the token for (`bucket`, `key`).
 pub fn encode(mac: &ContextKey, bucket: &[u8], key: &[u8], context: &VersionVector) -> String {
-    let mut out = vec![VERSION];
-    put_varint(&mut out, context.len() as u64);
-    for (actor, counter) in context.iter() {
-        put_bytes(&mut out, actor.as_str().as_bytes());
-        put_varint(&mut out, counter);
-    }
-    let tag = mac.tag(bucket, key, &out);
-    out.extend_from_slice(tag.as_bytes());
-    URL_SAFE_NO_PAD.encode(out)
+    URL_SAFE_NO_PAD.encode(seal(mac, bucket, key, context))
+}
+
+/// [`encode`] for `X-Riak-Vclock`.
+pub fn encode_vclock(
+    mac: &ContextKey,
+    bucket: &[u8],
+    key: &[u8],
+    context: &VersionVector,
+) -> String {
+    STANDARD.encode(seal(mac, bucket, key, context))
 }
 
 /// Decodes a token a client sent for (`bucket`, `key`).
@@ -78,12 +83,52 @@ pub fn decode(
     key: &[u8],
     token: &str,
 ) -> Result<VersionVector, TokenError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(TokenError::TooLarge { max: MAX_TOKEN_LEN });
-    }
+    check_len(token)?;
     let bytes = URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| TokenError::NotBase64)?;
+    open(mac, bucket, key, &bytes)
+}
+
+/// [`decode`] for `X-Riak-Vclock`.
+pub fn decode_vclock(
+    mac: &ContextKey,
+    bucket: &[u8],
+    key: &[u8],
+    vclock: &str,
+) -> Result<VersionVector, TokenError> {
+    check_len(vclock)?;
+    let bytes = STANDARD.decode(vclock).map_err(|_| TokenError::NotBase64)?;
+    open(mac, bucket, key, &bytes)
+}
+
+fn check_len(token: &str) -> Result<(), TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::TooLarge { max: MAX_TOKEN_LEN });
+    }
+    Ok(())
+}
+
+/// The token's bytes: the context, then the tag binding it to the key and the cluster.
+fn seal(mac: &ContextKey, bucket: &[u8], key: &[u8], context: &VersionVector) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    put_varint(&mut out, context.len() as u64);
+    for (actor, counter) in context.iter() {
+        put_bytes(&mut out, actor.as_str().as_bytes());
+        put_varint(&mut out, counter);
+    }
+    let tag = mac.tag(bucket, key, &out);
+    out.extend_from_slice(tag.as_bytes());
+    out
+}
+
+/// Checks and reads a token's bytes.
+fn open(
+    mac: &ContextKey,
+    bucket: &[u8],
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<VersionVector, TokenError> {
     let body_len = bytes
         .len()
         .checked_sub(TAG_LEN)

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::config::{share_of_cores, Config, Member, SyncSetting};
+use crate::config::{share_of_cores, Config, Conflict, Member, SyncSetting};
 
 use super::{fail, port_holder, wait_for_stop_signal, EXIT_USAGE};
 
@@ -41,6 +41,10 @@ pub struct DevArgs {
     /// commit), interval, or none.
     #[arg(long, value_enum, default_value = "always")]
     sync: SyncSetting,
+    /// How buckets settle concurrent writes unless set otherwise (`[defaults] conflict`):
+    /// siblings, or lww, as Riak's default bucket type does (`allow_mult = false`).
+    #[arg(long, value_enum, default_value = "siblings")]
+    conflict: Conflict,
     /// Plain node links, without the cluster secret `dev` otherwise makes (to measure what
     /// encryption costs; loopback only, as `dev` always is).
     #[arg(long)]
@@ -134,6 +138,7 @@ pub fn run(args: DevArgs) -> ExitCode {
     };
     for config in &mut configs {
         config.storage.sync = args.sync;
+        config.defaults.conflict = args.conflict;
         config.worker_threads = Some(threads);
         config.security.cluster_secret_file.clone_from(&secret);
         if let Some(files) = &secure {

@@ -21,6 +21,7 @@ mod forward;
 mod get;
 pub mod handoff;
 pub mod latency;
+pub mod listing;
 pub mod quorum;
 mod read_repair;
 mod reader;

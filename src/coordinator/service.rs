@@ -57,6 +57,9 @@ impl Handler for Service {
                         .map(|s| s.map(|s| rpc::Blob(s.encode())))
                         .map_err(Failure::from),
                 ),
+                Some(Request::List { bucket, partitions }) => {
+                    Response::Names(coordinator.list_local(bucket, partitions).await)
+                }
                 Some(Request::Ping { .. }) => Response::Pong {
                     wall_ms: coordinator.liveness().wall_ms(),
                 },

@@ -18,7 +18,7 @@
 //! A write that runs into it is refused once with [`ReplicaError::Corrupt`], so the
 //! coordinator has it coordinated by a replica that can read the key; reads see "missing".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -314,6 +314,36 @@ impl Replica {
         };
         let pending = self.store(bucket, key, &skey, &next)?;
         Ok((next, pending))
+    }
+
+    /// The live keys of `bucket` (with `None`: the buckets with a live key) in `partitions`,
+    /// a coverage plan's share of a listing. Walks the keydir and reads the listed bucket's
+    /// states, so that deleted keys are left out: blocking, and as costly as Riak warns.
+    pub fn list(
+        &self,
+        bucket: Option<&str>,
+        partitions: &BTreeSet<u32>,
+    ) -> Result<Vec<String>, ReplicaError> {
+        let filing = self.filing.read().clone();
+        let mut found = BTreeSet::new();
+        for skey in self.storage.keys() {
+            let Some((b, k)) = split_storage_key(&skey) else {
+                continue;
+            };
+            let wanted = match bucket {
+                Some(want) => want == b,
+                None => !found.contains(&b),
+            };
+            if !wanted || !partitions.contains(&filing.tree_of(&b, &k).partition) {
+                continue;
+            }
+            // A damaged record is not listed; it is being repaired.
+            let live = matches!(self.read(&b, &k), Ok(Some(s)) if !s.live_values().is_empty());
+            if live {
+                found.insert(if bucket.is_some() { k } else { b });
+            }
+        }
+        Ok(found.into_iter().collect())
     }
 
     /// Files the key's new state hash (or its absence) in its tree.
