@@ -147,6 +147,13 @@ impl TestCluster {
         }
     }
 
+    /// Kills node `i` (as a crash) and leaves it down.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].take() {
+            node.crash().await;
+        }
+    }
+
     /// Stops node `i` cleanly (or as a crash) and starts it again on the same ports and data.
     pub async fn restart(&mut self, i: usize, crash: bool) {
         let node = self.nodes[i].take().expect("node is running");
