@@ -12,6 +12,32 @@ use tokio::net::TcpStream;
 
 use crate::api::CONTEXT_HEADER;
 
+/// Which HTTP API the bench speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    Native,
+    Riak,
+}
+
+impl Api {
+    /// The path of a key, with `query` (empty, or starting with `?`).
+    pub fn path(self, bucket: &str, key: &str, query: &str) -> String {
+        match self {
+            Api::Native => format!("/kv/{bucket}/{key}{query}"),
+            Api::Riak => format!("/buckets/{bucket}/keys/{key}{query}"),
+        }
+    }
+
+    /// The header that carries the causal context.
+    fn context_header(self) -> &'static str {
+        match self {
+            Api::Native => CONTEXT_HEADER,
+            Api::Riak => "x-riak-vclock",
+        }
+    }
+}
+
 /// What the bench needs from an answer: the status, and the causal context when one came.
 pub struct Answer {
     pub status: StatusCode,
@@ -25,6 +51,7 @@ pub struct Client {
     /// Speak TLS, trusting this configuration's roots.
     tls: Option<Arc<rustls::ClientConfig>>,
     sender: Option<SendRequest<Full<Bytes>>>,
+    api: Api,
 }
 
 /// A TLS client configuration that trusts the PEM certificates in `path`.
@@ -50,12 +77,18 @@ pub fn tls_trusting(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>,
 
 impl Client {
     /// `host` is `ip:port`; the connection is made on first use.
-    pub fn new(host: String, token: Option<&str>, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+    pub fn new(
+        host: String,
+        token: Option<&str>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        api: Api,
+    ) -> Self {
         Client {
             host,
             authorization: token.map(|t| format!("Bearer {t}")),
             tls,
             sender: None,
+            api,
         }
     }
 
@@ -124,7 +157,7 @@ impl Client {
             request = request.header(header::CONTENT_TYPE, "application/octet-stream");
         }
         if let Some(token) = context {
-            request = request.header(CONTEXT_HEADER, token);
+            request = request.header(self.api.context_header(), token);
         }
         if let Some(auth) = &self.authorization {
             request = request.header(header::AUTHORIZATION, auth);
@@ -137,7 +170,7 @@ impl Client {
         let status = response.status();
         let context = response
             .headers()
-            .get(CONTEXT_HEADER)
+            .get(self.api.context_header())
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
             .map(str::to_owned);

@@ -20,6 +20,7 @@ use clap::Args;
 use http::{Method, StatusCode};
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub use client::Api;
 use client::Client;
 use record::{Kind, Outcome, Recorder, Timeline};
 use workload::{key_name, Generator, Op};
@@ -31,6 +32,10 @@ pub struct LoadArgs {
     /// rmw (read, then write back with the read's causal context).
     #[arg(long, value_enum, default_value = "a")]
     pub workload: Workload,
+    /// Which HTTP API to speak: quorumkv's own (`/kv`, `X-Causal-Context`) or the
+    /// Riak-compatible one (`/buckets/../keys/..`, `X-Riak-Vclock`).
+    #[arg(long, value_enum, default_value = "native")]
+    pub api: Api,
     /// Nodes to send to, comma-separated `host:port` or `http://host:port`; clients are spread
     /// over them round-robin.
     #[arg(
@@ -116,7 +121,9 @@ struct Plan {
 
 impl Plan {
     fn path(&self, key: u64) -> String {
-        kv_path(&self.bucket, key, &self.query)
+        self.args
+            .api
+            .path(&self.bucket, &key_name(key), &self.query)
     }
 
     fn done(&self, now: Instant) -> bool {
@@ -125,10 +132,6 @@ impl Plan {
             None => now >= self.deadline,
         }
     }
-}
-
-fn kv_path(bucket: &str, key: u64, query: &str) -> String {
-    format!("/kv/{bucket}/{}{query}", key_name(key))
 }
 
 fn host(node: &str) -> String {
@@ -238,13 +241,13 @@ async fn preload(
         let host = host(&args.nodes[index as usize % args.nodes.len()]);
         let (clients, keys) = (args.clients.min(args.keys), args.keys);
         let (bucket, query, value) = (bucket.to_owned(), query.to_owned(), value.clone());
-        let (token, tls) = (args.token.clone(), tls.clone());
+        let (token, tls, api) = (args.token.clone(), tls.clone(), args.api);
         tasks.push(tokio::spawn(async move {
-            let mut client = Client::new(host, token.as_deref(), tls);
+            let mut client = Client::new(host, token.as_deref(), tls, api);
             let mut failed = 0;
             let mut key = index;
             while key < keys {
-                let path = kv_path(&bucket, key, &query);
+                let path = api.path(&bucket, &key_name(key), &query);
                 match client.send(Method::PUT, &path, value.clone(), None).await {
                     Ok(a) if a.status.is_success() => {}
                     _ => failed += 1,
@@ -369,6 +372,7 @@ async fn run_async(args: LoadArgs) -> Result<(), String> {
             host(&args.nodes[i as usize % args.nodes.len()]),
             args.token.as_deref(),
             tls.clone(),
+            args.api,
         );
         async move { client.connect().await.map(|()| (client, Recorder::new())) }
     }))

@@ -52,6 +52,7 @@ pub struct Second {
 #[derive(Debug, Serialize)]
 pub struct Settings {
     pub workload: super::Workload,
+    pub api: super::Api,
     pub distribution: super::KeyDist,
     pub nodes: Vec<String>,
     pub bucket: String,
@@ -103,6 +104,7 @@ impl Summary {
         Summary {
             settings: Settings {
                 workload: args.workload,
+                api: args.api,
                 distribution: args.distribution,
                 nodes: args.nodes.clone(),
                 bucket: bucket.to_owned(),
@@ -151,8 +153,9 @@ impl Summary {
         let s = &self.settings;
         let _ = writeln!(
             out,
-            "workload {} ({:?} keys, {} keys, {} B values) on {} node(s), {} clients{}",
+            "workload {} over the {:?} API ({:?} keys, {} keys, {} B values) on {} node(s), {} clients{}",
             self.workload_name(),
+            s.api,
             s.distribution,
             s.keys,
             s.value_bytes,
