@@ -137,3 +137,110 @@ async fn every_endpoint_answers_as_the_grant_table_says() {
     assert!(mismatches.is_empty(), "{mismatches:#?}");
     c.shutdown().await;
 }
+
+/// The Riak surface takes the same tokens, as HTTP basic auth (the password is the token),
+/// with the same grants: objects need read/write on the bucket, property changes admin on it,
+/// the bucket listing admin on `*`; `/ping` is open and `/stats` takes any valid token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_riak_surface_takes_basic_auth_against_the_same_grants() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut file = String::new();
+    let mut tokens = Vec::new();
+    for (name, grants) in [
+        ("reader", r#"{ carts = ["read"] }"#),
+        ("writer", r#"{ carts = ["read", "write"] }"#),
+        ("ops", r#"{ "*" = ["admin"] }"#),
+    ] {
+        let (token, hash) = new_token().expect("token");
+        file.push_str(&format!(
+            "[[token]]\nname = \"{name}\"\nblake3 = \"{hash}\"\ngrants = {grants}\n\n"
+        ));
+        tokens.push((name, Some(token)));
+    }
+    tokens.push(("none", None));
+    tokens.push(("bogus", Some("qkv_not_a_token".to_owned())));
+    let path = dir.path().join("tokens.toml");
+    std::fs::write(&path, file).expect("tokens file");
+    let c = TestCluster::start_with(3, |config| {
+        config.security.tokens_file = Some(path.clone());
+    })
+    .await;
+    let endpoints = [
+        (Method::GET, "/buckets/carts/keys/k"),
+        (Method::PUT, "/types/default/buckets/carts/keys/k"),
+        (Method::PUT, "/buckets/carts/props"),
+        (Method::GET, "/buckets?buckets=true"),
+        (Method::GET, "/stats"),
+        (Method::GET, "/ping"),
+    ];
+    let table = [
+        (
+            "reader",
+            [Allowed, Forbidden, Forbidden, Forbidden, Allowed, Allowed],
+        ),
+        (
+            "writer",
+            [Allowed, Allowed, Forbidden, Forbidden, Allowed, Allowed],
+        ),
+        (
+            "ops",
+            [Forbidden, Forbidden, Allowed, Allowed, Allowed, Allowed],
+        ),
+        (
+            "none",
+            [
+                Unauthenticated,
+                Unauthenticated,
+                Unauthenticated,
+                Unauthenticated,
+                Unauthenticated,
+                Allowed,
+            ],
+        ),
+        (
+            "bogus",
+            [
+                Unauthenticated,
+                Unauthenticated,
+                Unauthenticated,
+                Unauthenticated,
+                Unauthenticated,
+                Allowed,
+            ],
+        ),
+    ];
+    let mut mismatches = Vec::new();
+    for (name, row) in &table {
+        let token = tokens
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, t)| t.clone());
+        for ((method, path), expected) in endpoints.iter().zip(row) {
+            let mut request = c.client.request(method.clone(), c.url(0, path));
+            if let Some(t) = &token {
+                request = request.basic_auth("riakuser", Some(t));
+            }
+            if *method == Method::PUT {
+                let body = if path.ends_with("props") {
+                    r#"{"props":{"allow_mult":true}}"#
+                } else {
+                    "v"
+                };
+                request = request
+                    .header("content-type", "application/json")
+                    .body(body);
+            }
+            let status = request.send().await.expect("request").status();
+            let got = match status {
+                StatusCode::UNAUTHORIZED => Unauthenticated,
+                StatusCode::FORBIDDEN => Forbidden,
+                _ => Allowed,
+            };
+            if got != *expected {
+                mismatches.push(format!("{name} {method} {path}: {status}"));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+    c.shutdown().await;
+}

@@ -76,11 +76,12 @@ pub async fn run(
     tombstone_grace: Duration,
 ) {
     let me = coordinator.me().to_owned();
-    let factors = coordinator.replication_factors();
     let mut round: usize = 0;
     loop {
-        // The ring in force, taken afresh each pass: membership changes move partitions.
+        // The ring in force and the buckets' `n`s, taken afresh each pass: membership changes
+        // move partitions, and a bucket's `n` can be set over the API.
         let ring = coordinator.view().ring.clone();
+        let factors = coordinator.replication_factors();
         // (tree, the other replicas, whether this node is its first primary and so reaps it)
         let trees: Vec<(TreeId, Vec<String>, bool)> = (0..ring.ring_size())
             .flat_map(|p| factors.iter().map(move |&n| TreeId { partition: p, n }))
