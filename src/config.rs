@@ -553,6 +553,14 @@ impl Config {
         xxhash_rust::xxh3::xxh3_64(&canonical)
     }
 
+    /// The share of dead bytes at which this node merges: from 0.40 to 0.60, drawn from its
+    /// id. Replicas hold the same data and see the same overwrites, so with one threshold they
+    /// would all merge at the same moment and the cluster's latency would dip at once.
+    fn merge_dead_ratio(&self) -> f64 {
+        let spread = xxhash_rust::xxh3::xxh3_64(self.node_id.as_bytes()) % 1000;
+        0.40 + 0.20 * spread as f64 / 1000.0
+    }
+
     pub fn storage_options(&self) -> storage::Options {
         storage::Options {
             sync: match self.storage.sync {
@@ -565,7 +573,7 @@ impl Config {
             // A stored state carries the value plus its version metadata.
             max_value_bytes: self.storage.max_value_bytes * 2,
             merge_trigger: Some(MergeTrigger {
-                dead_ratio: 0.5,
+                dead_ratio: self.merge_dead_ratio(),
                 min_dead_bytes: 64 * 1024 * 1024,
             }),
             group_commit_delay: Duration::from_micros(self.storage.group_commit_delay_us),
@@ -691,6 +699,39 @@ mod tests {
             let err = with(replace, by).expect_err(by);
             assert!(err.0.contains(expected), "{by}: got {err}");
         }
+    }
+
+    #[test]
+    fn nodes_merge_at_different_shares_of_dead_bytes() {
+        let configs = Config::local_cluster(
+            (1..=5)
+                .map(|i| Member {
+                    id: format!("n{i}"),
+                    http_addr: format!("127.0.0.1:{i}").parse().expect("addr"),
+                    peer_addr: format!("127.0.0.1:{}", 100 + i).parse().expect("addr"),
+                })
+                .collect(),
+            Path::new("data"),
+        );
+        let ratios: Vec<f64> = configs
+            .iter()
+            .map(|c| {
+                c.storage_options()
+                    .merge_trigger
+                    .expect("trigger")
+                    .dead_ratio
+            })
+            .collect();
+        assert!(
+            ratios.iter().all(|r| (0.40..=0.60).contains(r)),
+            "{ratios:?}"
+        );
+        let distinct: std::collections::BTreeSet<u64> =
+            ratios.iter().map(|r| (r * 100.0).round() as u64).collect();
+        assert!(
+            distinct.len() > 1,
+            "all five nodes merge at once: {ratios:?}"
+        );
     }
 
     /// `dev` writes each node's config for its `serve` process to read.
