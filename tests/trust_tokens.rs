@@ -15,6 +15,28 @@ enum Expect {
 }
 use Expect::{Allowed, Forbidden, Unauthenticated};
 
+/// A tokens file in `dir` granting each holder its grants; the tokens by holder name, then
+/// "none" (no token) and "bogus" (one the file does not hold).
+fn tokens_file(
+    dir: &std::path::Path,
+    holders: &[(&'static str, &str)],
+) -> (std::path::PathBuf, Vec<(&'static str, Option<String>)>) {
+    let mut file = String::new();
+    let mut tokens = Vec::new();
+    for (name, grants) in holders {
+        let (token, hash) = new_token().expect("token");
+        file.push_str(&format!(
+            "[[token]]\nname = \"{name}\"\nblake3 = \"{hash}\"\ngrants = {grants}\n\n"
+        ));
+        tokens.push((*name, Some(token)));
+    }
+    tokens.push(("none", None));
+    tokens.push(("bogus", Some("qkv_not_a_token".to_owned())));
+    let path = dir.join("tokens.toml");
+    std::fs::write(&path, file).expect("tokens file");
+    (path, tokens)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_answers_as_the_grant_table_says() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -24,19 +46,7 @@ async fn every_endpoint_answers_as_the_grant_table_says() {
         ("ops", r#"{ "*" = ["admin"] }"#),
         ("elsewhere", r#"{ sessions = ["read", "write", "admin"] }"#),
     ];
-    let mut file = String::new();
-    let mut tokens = Vec::new();
-    for (name, grants) in holders {
-        let (token, hash) = new_token().expect("token");
-        file.push_str(&format!(
-            "[[token]]\nname = \"{name}\"\nblake3 = \"{hash}\"\ngrants = {grants}\n\n"
-        ));
-        tokens.push((name, Some(token)));
-    }
-    tokens.push(("none", None));
-    tokens.push(("bogus", Some("qkv_not_a_token".to_owned())));
-    let path = dir.path().join("tokens.toml");
-    std::fs::write(&path, file).expect("tokens file");
+    let (path, tokens) = tokens_file(dir.path(), &holders);
     let c = TestCluster::start_with(3, |config| {
         config.security.tokens_file = Some(path.clone());
     })
@@ -144,23 +154,12 @@ async fn every_endpoint_answers_as_the_grant_table_says() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_riak_surface_takes_basic_auth_against_the_same_grants() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut file = String::new();
-    let mut tokens = Vec::new();
-    for (name, grants) in [
+    let holders = [
         ("reader", r#"{ carts = ["read"] }"#),
         ("writer", r#"{ carts = ["read", "write"] }"#),
         ("ops", r#"{ "*" = ["admin"] }"#),
-    ] {
-        let (token, hash) = new_token().expect("token");
-        file.push_str(&format!(
-            "[[token]]\nname = \"{name}\"\nblake3 = \"{hash}\"\ngrants = {grants}\n\n"
-        ));
-        tokens.push((name, Some(token)));
-    }
-    tokens.push(("none", None));
-    tokens.push(("bogus", Some("qkv_not_a_token".to_owned())));
-    let path = dir.path().join("tokens.toml");
-    std::fs::write(&path, file).expect("tokens file");
+    ];
+    let (path, tokens) = tokens_file(dir.path(), &holders);
     let c = TestCluster::start_with(3, |config| {
         config.security.tokens_file = Some(path.clone());
     })
