@@ -290,6 +290,8 @@ pub struct AntiEntropyConfig {
     /// How long a delete's tombstone is kept, at least, before it may be reaped (once every
     /// replica holds it). Longer than any outage a hint must outlive.
     pub tombstone_grace_ms: u64,
+    /// Repairs: bytes per second of states fetched and pushed, at most.
+    pub repair_bytes_per_sec: u64,
 }
 
 impl Default for AntiEntropyConfig {
@@ -298,6 +300,7 @@ impl Default for AntiEntropyConfig {
             enabled: true,
             interval_ms: 10_000,
             tombstone_grace_ms: 3_600_000,
+            repair_bytes_per_sec: 8 * 1024 * 1024,
         }
     }
 }
@@ -486,6 +489,11 @@ impl Config {
         }
         if self.anti_entropy.interval_ms == 0 {
             return Err(invalid("anti_entropy.interval_ms must be positive"));
+        }
+        if self.anti_entropy.repair_bytes_per_sec == 0 {
+            return Err(invalid(
+                "anti_entropy.repair_bytes_per_sec must be positive",
+            ));
         }
         if self.handoff.interval_ms == 0 {
             return Err(invalid("handoff.interval_ms must be positive"));

@@ -365,8 +365,11 @@ impl Node {
             coordinator.clone(),
             ae_stats.clone(),
             seams.clock.clone(),
-            Duration::from_millis(config.anti_entropy.interval_ms),
-            Duration::from_millis(config.anti_entropy.tombstone_grace_ms),
+            anti_entropy::Pacing {
+                interval: Duration::from_millis(config.anti_entropy.interval_ms),
+                tombstone_grace: Duration::from_millis(config.anti_entropy.tombstone_grace_ms),
+                repair_bytes_per_sec: config.anti_entropy.repair_bytes_per_sec,
+            },
         ));
         if !config.anti_entropy.enabled {
             ae_task.abort();

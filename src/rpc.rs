@@ -137,15 +137,21 @@ pub enum Request {
     AeGroups {
         tree: TreeId,
     },
-    /// Anti-entropy: the leaf hashes of one group.
+    /// Anti-entropy: the leaf hashes of these groups, `FANOUT` per group in the order asked.
     AeLeaves {
         tree: TreeId,
-        group: u32,
+        groups: Vec<u32>,
     },
-    /// Anti-entropy: the (storage key, state hash) pairs of one leaf.
+    /// Anti-entropy: the (storage key, state hash) pairs of these leaves: whole leaves, a
+    /// prefix of those asked, stopping before `max_keys` would be passed (one leaf at least).
     AeDigests {
         tree: TreeId,
-        leaf: u32,
+        leaves: Vec<u32>,
+        max_keys: u32,
+    },
+    /// Anti-entropy: your encoded states of these keys (`None` where you hold nothing).
+    AeFetch {
+        keys: Vec<(String, String)>,
     },
     /// Partition handoff: merge these states (bucket, key, encoded state) into yours.
     Transfer {
@@ -227,7 +233,8 @@ pub enum Response {
         wall_ms: u64,
     },
     Hashes(Vec<u64>),
-    Digests(Vec<(Vec<u8>, u64)>),
+    Digests(Vec<crate::replica::Digests>),
+    States(Vec<Option<Blob>>),
     Meta(#[serde(with = "serde_bytes")] Vec<u8>),
     Names(Result<Vec<String>, Failure>),
 }

@@ -4,30 +4,47 @@
 //! replicates — one per partition and bucket `n` in use, so a tree is only compared with nodes
 //! that should hold all of it — and compares each with that of another live replica, taking
 //! the other replicas in turn: the 16 group hashes first (an identical partition costs one
-//! round trip of ~150 bytes), then the leaves of differing groups, then the key digests of
-//! differing leaves. Each key whose hashes differ is read on both sides, merged with `sync`,
-//! and the merge written back wherever it is newer. Trees are spread evenly over the
-//! interval, and repairs go one key at a time, so the exchange never crowds out client traffic.
-//! The same walk reaps expired tombstones (`reaper`).
+//! round trip of ~150 bytes), then the leaves of all differing groups in one round trip, then
+//! the key digests of differing leaves, batched: the peer answers whole leaves up to
+//! [`DIGEST_BATCH`] keys per round trip. Digests come from the keydir (no value is read), so
+//! an exchange costs in proportion to the difference, plus one keydir walk per batch.
+//! Differing keys are repaired [`REPAIR_BATCH`] at a time: one round trip fetches the peer's
+//! states, each is merged with this node's (`sync`), and one round trip pushes the merges the
+//! peer lacks. Repairs are held to `repair_bytes_per_sec`, and trees are spread evenly over
+//! the interval, so a large catch-up does not crowd out client traffic. The same walk reaps
+//! expired tombstones (`reaper`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::causal::WallClock;
+use crate::causal::{KeyState, WallClock};
+use crate::coordinator::transfer::Limiter;
 use crate::coordinator::Coordinator;
 use crate::replica::merkle::{TreeId, FANOUT, GROUPS};
 use crate::replica::split_storage_key;
-use crate::rpc::{self, Request, Response};
+use crate::rpc::{self, Blob, Request, Response};
 
 mod reaper;
 
 /// How long one step of an exchange may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Keys per digest batch: the peer answers whole leaves up to about this many keys.
+const DIGEST_BATCH: u32 = 32_768;
+/// Keys per repair round trip (one fetch of the peer's states, one push of the merges).
+const REPAIR_BATCH: usize = 256;
+
+/// How often, and how fast, this node compares and repairs.
+pub struct Pacing {
+    pub interval: Duration,
+    pub tombstone_grace: Duration,
+    /// States fetched and pushed by repairs, in bytes per second.
+    pub repair_bytes_per_sec: u64,
+}
 
 /// The last exchange of one partition.
 #[derive(Debug, Clone, Serialize)]
@@ -72,9 +89,14 @@ pub async fn run(
     coordinator: Arc<Coordinator>,
     stats: Arc<Stats>,
     clock: Arc<dyn WallClock>,
-    interval: Duration,
-    tombstone_grace: Duration,
+    pacing: Pacing,
 ) {
+    let Pacing {
+        interval,
+        tombstone_grace,
+        repair_bytes_per_sec,
+    } = pacing;
+    let limit = Limiter::new(repair_bytes_per_sec);
     let me = coordinator.me().to_owned();
     let mut round: usize = 0;
     loop {
@@ -121,7 +143,7 @@ pub async fn run(
             let Some(peer) = live.get(round % live.len().max(1)) else {
                 continue;
             };
-            match exchange(&coordinator, *tree, peer).await {
+            match exchange(&coordinator, *tree, peer, &limit).await {
                 Ok(done) => {
                     stats.exchanges.fetch_add(1, Ordering::Relaxed);
                     stats
@@ -149,44 +171,89 @@ pub async fn run(
 }
 
 /// One exchange of a tree with `peer`.
-async fn exchange(c: &Coordinator, tree: TreeId, peer: &str) -> Result<Exchange, String> {
+async fn exchange(
+    c: &Coordinator,
+    tree: TreeId,
+    peer: &str,
+    limit: &Limiter,
+) -> Result<Exchange, String> {
     let mut bytes = 0u64;
     let trees = c.replica().trees();
     let theirs = hashes(c, peer, Request::AeGroups { tree }, &mut bytes).await?;
     let ours = trees.groups(tree);
+    let groups: Vec<u32> = (0..GROUPS)
+        .filter(|&g| theirs.get(g) != ours.get(g))
+        .map(|g| g as u32)
+        .collect();
     let mut leaves = Vec::new();
-    for group in (0..GROUPS).filter(|&g| theirs.get(g) != ours.get(g)) {
+    if !groups.is_empty() {
         let request = Request::AeLeaves {
             tree,
-            group: group as u32,
+            groups: groups.clone(),
         };
         let theirs = hashes(c, peer, request, &mut bytes).await?;
-        let ours = trees.leaves(tree, group);
-        leaves.extend(
-            (0..FANOUT)
-                .filter(|&l| theirs.get(l) != ours.get(l))
-                .map(|l| group * FANOUT + l),
-        );
+        if theirs.len() != groups.len() * FANOUT {
+            return Err("short answer to a leaf request".into());
+        }
+        for (i, &group) in groups.iter().enumerate() {
+            let ours = trees.leaves(tree, group as usize);
+            leaves.extend(
+                (0..FANOUT)
+                    .filter(|&l| theirs[i * FANOUT + l] != ours[l])
+                    .map(|l| group * FANOUT as u32 + l as u32),
+            );
+        }
     }
     let mut keys_repaired = 0;
-    for leaf in leaves {
-        let request = Request::AeDigests {
-            tree,
-            leaf: leaf as u32,
-        };
-        let theirs: HashMap<Vec<u8>, u64> = match call(c, peer, request, &mut bytes).await? {
-            Response::Digests(d) => d.into_iter().collect(),
-            _ => return Err("unexpected answer to a digest request".into()),
-        };
-        let ours: HashMap<Vec<u8>, u64> = trees.digests(tree, leaf).into_iter().collect();
-        let differing = theirs
-            .iter()
-            .filter(|(k, h)| ours.get(*k) != Some(h))
-            .map(|(k, _)| k)
-            .chain(ours.keys().filter(|k| !theirs.contains_key(*k)));
-        for skey in differing {
-            if repair(c, peer, skey).await {
-                keys_repaired += 1;
+    if !leaves.is_empty() {
+        // This side's digests of every differing leaf in one walk of the keydir (at most
+        // one tree's keys); the peer's come in batches.
+        let replica = c.replica().clone();
+        let wanted = leaves.clone();
+        let ours = tokio::task::spawn_blocking(move || replica.digests(tree, &wanted, usize::MAX))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut ours: HashMap<u32, HashMap<Vec<u8>, u64>> = ours
+            .into_iter()
+            .map(|(leaf, d)| (leaf, d.into_iter().collect()))
+            .collect();
+        let mut rest = &leaves[..];
+        while !rest.is_empty() {
+            let request = Request::AeDigests {
+                tree,
+                leaves: rest.to_vec(),
+                max_keys: DIGEST_BATCH,
+            };
+            let answer = match call(c, peer, request, &mut bytes).await? {
+                Response::Digests(d) => d,
+                _ => return Err("unexpected answer to a digest request".into()),
+            };
+            let answered = answer.len();
+            let in_order = answered > 0
+                && answered <= rest.len()
+                && answer.iter().zip(rest).all(|((l, _), want)| l == want);
+            if !in_order {
+                return Err("digests not for the leaves asked".into());
+            }
+            rest = &rest[answered..];
+            let mut theirs: HashMap<Vec<u8>, u64> = HashMap::new();
+            let mut differing = Vec::new();
+            for (leaf, digests) in answer {
+                let ours = ours.remove(&leaf).unwrap_or_default();
+                let leaf: HashMap<Vec<u8>, u64> = digests.into_iter().collect();
+                differing.extend(
+                    leaf.iter()
+                        .filter(|(k, h)| ours.get(*k) != Some(h))
+                        .map(|(k, _)| k.clone())
+                        .chain(ours.keys().filter(|k| !leaf.contains_key(*k)).cloned()),
+                );
+                theirs.extend(leaf);
+            }
+            for batch in differing.chunks(REPAIR_BATCH) {
+                let before = bytes;
+                keys_repaired +=
+                    repair(c, tree.partition, peer, batch, &theirs, &mut bytes).await?;
+                limit.spend(bytes - before).await;
             }
         }
     }
@@ -199,31 +266,74 @@ async fn exchange(c: &Coordinator, tree: TreeId, peer: &str) -> Result<Exchange,
     })
 }
 
-/// Brings one key to the merge of both sides' states; true if either side changed.
-async fn repair(c: &Coordinator, peer: &str, skey: &[u8]) -> bool {
-    let Some((bucket, key)) = split_storage_key(skey) else {
-        return false;
-    };
-    let reader = c.reader(&bucket, &key);
-    let deadline = Instant::now() + CALL_TIMEOUT;
-    let (Ok(ours), Ok(theirs)) = (
-        reader.read(c.me(), deadline).await,
-        reader.read(peer, deadline).await,
-    ) else {
-        return false;
-    };
-    let merged = match (&ours, &theirs) {
-        (Some(a), Some(b)) => a.merge(b),
-        (Some(a), None) | (None, Some(a)) => a.clone(),
-        (None, None) => return false,
-    };
-    let mut changed = false;
-    for (node, state) in [(c.me(), &ours), (peer, &theirs)] {
-        if state.as_ref() != Some(&merged) {
-            changed |= reader.push(node, &merged, CALL_TIMEOUT).await.is_ok();
+/// Brings a batch of keys to the merge of both sides' states: one round trip fetches the
+/// peer's states (of the keys it has), one pushes the merges it lacks. Returns how many keys
+/// changed on either side.
+async fn repair(
+    c: &Coordinator,
+    partition: u32,
+    peer: &str,
+    keys: &[Vec<u8>],
+    theirs: &HashMap<Vec<u8>, u64>,
+    bytes: &mut u64,
+) -> Result<u64, String> {
+    let named: Vec<(Vec<u8>, String, String)> = keys
+        .iter()
+        .filter_map(|k| split_storage_key(k).map(|(b, key)| (k.clone(), b, key)))
+        .collect();
+    let fetch: Vec<(String, String)> = named
+        .iter()
+        .filter(|(k, _, _)| theirs.contains_key(k))
+        .map(|(_, b, k)| (b.clone(), k.clone()))
+        .collect();
+    let mut fetched: HashMap<(String, String), KeyState> = HashMap::new();
+    if !fetch.is_empty() {
+        let request = Request::AeFetch {
+            keys: fetch.clone(),
+        };
+        let states = match call(c, peer, request, bytes).await? {
+            Response::States(s) if s.len() == fetch.len() => s,
+            _ => return Err("unexpected answer to a fetch".into()),
+        };
+        for (name, state) in fetch.into_iter().zip(states) {
+            // A state that does not decode is left out: the peer drops and repairs it.
+            if let Some(state) = state.and_then(|b| KeyState::decode(&b.0).ok()) {
+                fetched.insert(name, state);
+            }
         }
     }
-    changed
+    let mut changed = 0;
+    let mut push = Vec::new();
+    for (_, bucket, key) in named {
+        let theirs = fetched.remove(&(bucket.clone(), key.clone()));
+        let ours = c.replica().read(&bucket, &key).ok().flatten();
+        let merged = match (&ours, &theirs) {
+            (Some(a), Some(b)) => a.merge(b),
+            (Some(a), None) | (None, Some(a)) => a.clone(),
+            (None, None) => continue,
+        };
+        let mut moved = false;
+        if let Some(theirs) = theirs.as_ref().filter(|_| ours.as_ref() != Some(&merged)) {
+            moved |= c.replica().sync(&bucket, &key, theirs).await.is_ok();
+        }
+        if theirs.as_ref() != Some(&merged) {
+            push.push((bucket, key, Blob(merged.encode())));
+            moved = true;
+        }
+        changed += u64::from(moved);
+    }
+    if !push.is_empty() {
+        let request = Request::Transfer {
+            partition,
+            items: push,
+        };
+        match call(c, peer, request, bytes).await? {
+            Response::Synced(Ok(())) => {}
+            Response::Synced(Err(f)) => return Err(format!("peer refused repairs: {f:?}")),
+            _ => return Err("unexpected answer to a repair push".into()),
+        }
+    }
+    Ok(changed)
 }
 
 async fn call(

@@ -3,48 +3,51 @@
 //! Removing it earlier, or while some replica still held an older value, would let anti-entropy
 //! copy the old value back (a resurrection). Only the partition's first primary reaps, so
 //! replicas do not race each other.
+//!
+//! Candidates come from `Replica::tombstone_candidates`, so a pass reads only the keys whose
+//! state may be tombstones, not the whole tree (but for the first pass after a start).
 
 use std::time::{Duration, Instant};
 
 use crate::coordinator::Coordinator;
-use crate::replica::merkle::{TreeId, LEAVES};
+use crate::replica::merkle::TreeId;
 use crate::replica::split_storage_key;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reaps the expired tombstones of one tree; returns how many keys it removed here.
 pub async fn reap_tree(c: &Coordinator, tree: TreeId, grace_ms: u64, now_ms: u64) -> u64 {
-    let trees = c.replica().trees();
     let mut reaped = 0;
-    for leaf in 0..LEAVES {
-        for (skey, _) in trees.digests(tree, leaf) {
-            let Some((bucket, key)) = split_storage_key(&skey) else {
-                continue;
-            };
-            let Ok(Some(state)) = c.replica().read(&bucket, &key) else {
-                continue;
-            };
-            let expired = state
-                .tombstone_only_since()
-                .is_some_and(|deleted| deleted.saturating_add(grace_ms) <= now_ms);
-            if !expired {
-                continue;
-            }
-            let (_, primaries) = c.preference_list(&bucket, &key);
-            let reader = c.reader(&bucket, &key);
-            let deadline = Instant::now() + CALL_TIMEOUT;
-            let mut everywhere = true;
-            for node in &primaries {
-                everywhere &=
-                    matches!(reader.read(node, deadline).await, Ok(Some(s)) if s == state);
-            }
-            if !everywhere {
-                continue;
-            }
-            for node in &primaries {
-                if reader.reap(node, &state, CALL_TIMEOUT).await.is_ok() && node == c.me() {
-                    reaped += 1;
-                }
+    let replica = c.replica().clone();
+    let candidates = tokio::task::spawn_blocking(move || replica.tombstone_candidates(tree))
+        .await
+        .unwrap_or_default();
+    for skey in candidates {
+        let Some((bucket, key)) = split_storage_key(&skey) else {
+            continue;
+        };
+        let Ok(Some(state)) = c.replica().read(&bucket, &key) else {
+            continue;
+        };
+        let expired = state
+            .tombstone_only_since()
+            .is_some_and(|deleted| deleted.saturating_add(grace_ms) <= now_ms);
+        if !expired {
+            continue;
+        }
+        let (_, primaries) = c.preference_list(&bucket, &key);
+        let reader = c.reader(&bucket, &key);
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        let mut everywhere = true;
+        for node in &primaries {
+            everywhere &= matches!(reader.read(node, deadline).await, Ok(Some(s)) if s == state);
+        }
+        if !everywhere {
+            continue;
+        }
+        for node in &primaries {
+            if reader.reap(node, &state, CALL_TIMEOUT).await.is_ok() && node == c.me() {
+                reaped += 1;
             }
         }
     }

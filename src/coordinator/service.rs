@@ -69,12 +69,33 @@ impl Handler for Service {
                 Some(Request::AeGroups { tree }) => {
                     Response::Hashes(coordinator.replica().trees().groups(tree))
                 }
-                Some(Request::AeLeaves { tree, group }) => {
-                    Response::Hashes(coordinator.replica().trees().leaves(tree, group as usize))
+                Some(Request::AeLeaves { tree, groups }) => {
+                    let trees = coordinator.replica().trees();
+                    Response::Hashes(
+                        groups
+                            .iter()
+                            .flat_map(|&g| trees.leaves(tree, g as usize))
+                            .collect(),
+                    )
                 }
-                Some(Request::AeDigests { tree, leaf }) => {
-                    Response::Digests(coordinator.replica().trees().digests(tree, leaf as usize))
+                Some(Request::AeDigests {
+                    tree,
+                    leaves,
+                    max_keys,
+                }) => {
+                    // A walk of the whole keydir: off the async workers meanwhile.
+                    let replica = coordinator.replica().clone();
+                    let walk = move || replica.digests(tree, &leaves, max_keys as usize);
+                    Response::Digests(tokio::task::spawn_blocking(walk).await.unwrap_or_default())
                 }
+                Some(Request::AeFetch { keys }) => Response::States(
+                    keys.iter()
+                        .map(|(bucket, key)| {
+                            let state = coordinator.replica().read(bucket, key);
+                            state.ok().flatten().map(|s| rpc::Blob(s.encode()))
+                        })
+                        .collect(),
+                ),
                 Some(Request::Hint {
                     owner,
                     bucket,

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use super::Coordinator;
 use crate::meta::{Command, View};
-use crate::replica::merkle::LEAVES;
 use crate::replica::split_storage_key;
 use crate::ring::Ring;
 use crate::rpc::{self, Blob, Request, Response};
@@ -152,21 +151,19 @@ pub async fn stream_partition(
         ));
     }
     let mut out = Outbox::new(coordinator, p, limit);
-    for leaf in 0..LEAVES {
-        for skey in coordinator.replica().trees().partition_keys(p, leaf) {
-            let Some((bucket, key)) = split_storage_key(&skey) else {
-                continue;
-            };
-            // A damaged copy is skipped: the other old replicas send theirs.
-            let Ok(Some(state)) = coordinator.replica().read(&bucket, &key) else {
-                continue;
-            };
-            let n = usize::from(coordinator.bucket(&bucket).n);
-            let reaches = next.preference_list(p, n);
-            let encoded = state.encode();
-            for to in newcomers.iter().filter(|to| reaches.contains(&to.as_str())) {
-                out.add(to, &bucket, &key, &encoded).await?;
-            }
+    for skey in coordinator.replica().keys_filed(|t| t.partition == p) {
+        let Some((bucket, key)) = split_storage_key(&skey) else {
+            continue;
+        };
+        // A damaged copy is skipped: the other old replicas send theirs.
+        let Ok(Some(state)) = coordinator.replica().read(&bucket, &key) else {
+            continue;
+        };
+        let n = usize::from(coordinator.bucket(&bucket).n);
+        let reaches = next.preference_list(p, n);
+        let encoded = state.encode();
+        for to in newcomers.iter().filter(|to| reaches.contains(&to.as_str())) {
+            out.add(to, &bucket, &key, &encoded).await?;
         }
     }
     out.flush().await
@@ -257,15 +254,13 @@ async fn forget_foreign(
     for p in 0..view.meta.ring_size {
         let push_first = !reported.contains(&(handed_version, p));
         let mut foreign: Vec<(Vec<u8>, String, String)> = Vec::new();
-        for leaf in 0..LEAVES {
-            for skey in coordinator.replica().trees().partition_keys(p, leaf) {
-                let Some((bucket, key)) = split_storage_key(&skey) else {
-                    continue;
-                };
-                let n = usize::from(coordinator.bucket(&bucket).n);
-                if !view.ring.preference_list(p, n).contains(&me) {
-                    foreign.push((skey, bucket, key));
-                }
+        for skey in coordinator.replica().keys_filed(|t| t.partition == p) {
+            let Some((bucket, key)) = split_storage_key(&skey) else {
+                continue;
+            };
+            let n = usize::from(coordinator.bucket(&bucket).n);
+            if !view.ring.preference_list(p, n).contains(&me) {
+                foreign.push((skey, bucket, key));
             }
         }
         if push_first && !foreign.is_empty() {
@@ -308,7 +303,7 @@ impl Limiter {
         }
     }
 
-    async fn spend(&self, bytes: u64) {
+    pub async fn spend(&self, bytes: u64) {
         let wait = {
             let mut s = self.state.lock();
             // A fresh window once the debt is a second in the past, so a pause is not saved

@@ -10,7 +10,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 /// Largest frame accepted: bounds what a peer (or garbage) can make us buffer.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// 3: siblings carry the Riak surface's metadata, and nodes list keys for a coverage plan.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 pub fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()

@@ -24,12 +24,14 @@ pub const LEAVES: usize = 256;
 pub const FANOUT: usize = 16;
 pub const GROUPS: usize = LEAVES / FANOUT;
 
-/// The hash of a stored state, as trees and digests carry it.
+/// The hash of a stored state, as trees and digests carry it: the storage keydir's hash of
+/// the encoded state, so trees can be built from the keydir without reading a value.
 pub fn state_hash(encoded: &[u8]) -> u64 {
-    xxh3_64(encoded)
+    crate::storage::value_hash(encoded)
 }
 
-fn leaf_of(storage_key: &[u8]) -> usize {
+/// The leaf of a storage key, in whichever tree it is filed.
+pub fn leaf_of(storage_key: &[u8]) -> usize {
     (xxh3_64(storage_key) >> 56) as usize % LEAVES
 }
 
@@ -77,6 +79,24 @@ impl Filing {
         }
     }
 
+    /// The tree of a storage key, without allocating (keydir scans call this per key).
+    pub fn tree_of_storage_key(&self, storage_key: &[u8]) -> Option<TreeId> {
+        let (&bucket_len, rest) = storage_key.split_first()?;
+        let bucket = rest.get(..usize::from(bucket_len))?;
+        let key = &rest[usize::from(bucket_len)..];
+        let n = match self.bucket_n.is_empty() {
+            true => self.default_n,
+            false => std::str::from_utf8(bucket)
+                .ok()
+                .and_then(|b| self.bucket_n.get(b).copied())
+                .unwrap_or(self.default_n),
+        };
+        Some(TreeId {
+            partition: self.ring.partition(bucket, key),
+            n,
+        })
+    }
+
     pub fn tree_of(&self, bucket: &str, key: &str) -> TreeId {
         TreeId {
             partition: self.ring.partition(bucket.as_bytes(), key.as_bytes()),
@@ -85,20 +105,23 @@ impl Filing {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct Leaf {
     hash: u64,
-    keys: BTreeMap<Vec<u8>, u64>,
+    /// Live keys filed here, so an exchange can size its digest batches.
+    keys: u32,
 }
 
+/// Hashes only: the keys themselves are in the storage keydir (with their state hashes), so a
+/// tree costs 4 KiB whatever it holds, and digests are read from the keydir (`Replica`).
 struct Tree {
-    leaves: Vec<Leaf>,
+    leaves: Box<[Leaf; LEAVES]>,
 }
 
 impl Tree {
     fn new() -> Self {
         Tree {
-            leaves: (0..LEAVES).map(|_| Leaf::default()).collect(),
+            leaves: Box::new([Leaf::default(); LEAVES]),
         }
     }
 }
@@ -111,35 +134,37 @@ pub struct Trees {
 }
 
 impl Trees {
-    /// Records that `storage_key` of tree `id` now has a state hashing to `hash` (or is gone).
-    pub fn update(&self, id: TreeId, storage_key: &[u8], hash: Option<u64>) {
-        let mut tree = self.trees.entry(id).or_insert_with(Tree::new);
-        let leaf = &mut tree.leaves[leaf_of(storage_key)];
-        let old = match (hash, leaf.keys.get_mut(storage_key)) {
-            // Most writes are to keys the tree holds already: no key copy for those.
-            (Some(h), Some(slot)) => Some(std::mem::replace(slot, h)),
-            (Some(h), None) => leaf.keys.insert(storage_key.to_vec(), h),
-            (None, _) => leaf.keys.remove(storage_key),
-        };
-        if let Some(old) = old {
-            leaf.hash ^= item(storage_key, old);
-        }
-        if let Some(new) = hash {
-            leaf.hash ^= item(storage_key, new);
+    /// Trees built in one pass: `visit` is handed a function taking each key's (tree, storage
+    /// key, state hash). Built in a private map first, so the pass takes no shard locks.
+    pub fn build(visit: impl FnOnce(&mut dyn FnMut(TreeId, &[u8], u64))) -> Trees {
+        let mut built: std::collections::HashMap<TreeId, Tree> = Default::default();
+        visit(&mut |id, storage_key, hash| {
+            let tree = built.entry(id).or_insert_with(Tree::new);
+            let leaf = &mut tree.leaves[leaf_of(storage_key)];
+            leaf.hash ^= item(storage_key, hash);
+            leaf.keys += 1;
+        });
+        Trees {
+            trees: built.into_iter().collect(),
         }
     }
 
-    /// Moves `storage_key` from tree `from` to tree `to` (its bucket's `n` changed).
-    pub fn refile(&self, from: TreeId, to: TreeId, storage_key: &[u8]) {
-        let hash = self.trees.get(&from).and_then(|t| {
-            t.leaves[leaf_of(storage_key)]
-                .keys
-                .get(storage_key)
-                .copied()
-        });
-        if let Some(hash) = hash {
-            self.update(from, storage_key, None);
-            self.update(to, storage_key, Some(hash));
+    /// Records that `storage_key` of tree `id` went from state hash `old` to `new` (`None`:
+    /// absent). XOR commutes, so racing updates of one key land in any order as long as each
+    /// reports the exact state it replaced (the keydir's swap gives it).
+    pub fn update(&self, id: TreeId, storage_key: &[u8], old: Option<u64>, new: Option<u64>) {
+        if old == new {
+            return;
+        }
+        let mut tree = self.trees.entry(id).or_insert_with(Tree::new);
+        let leaf = &mut tree.leaves[leaf_of(storage_key)];
+        if let Some(old) = old {
+            leaf.hash ^= item(storage_key, old);
+            leaf.keys = leaf.keys.saturating_sub(1);
+        }
+        if let Some(new) = new {
+            leaf.hash ^= item(storage_key, new);
+            leaf.keys += 1;
         }
     }
 
@@ -166,28 +191,12 @@ impl Trees {
         }
     }
 
-    /// The (storage key, state hash) pairs of one leaf.
-    pub fn digests(&self, id: TreeId, leaf: usize) -> Vec<(Vec<u8>, u64)> {
-        match (self.trees.get(&id), leaf < LEAVES) {
-            (Some(tree), true) => tree.leaves[leaf]
-                .keys
-                .iter()
-                .map(|(k, h)| (k.clone(), *h))
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// The storage keys of one leaf of every tree of `partition`, whatever their `n`.
-    pub fn partition_keys(&self, partition: u32, leaf: usize) -> Vec<Vec<u8>> {
-        let mut keys = Vec::new();
-        if leaf >= LEAVES {
-            return keys;
-        }
-        for tree in self.trees.iter().filter(|t| t.key().partition == partition) {
-            keys.extend(tree.leaves[leaf].keys.keys().cloned());
-        }
-        keys
+    /// How many keys this node holds in one leaf.
+    pub fn leaf_keys(&self, id: TreeId, leaf: usize) -> u32 {
+        self.trees
+            .get(&id)
+            .and_then(|t| t.leaves.get(leaf).map(|l| l.keys))
+            .unwrap_or(0)
     }
 }
 
@@ -197,18 +206,32 @@ mod tests {
 
     const T1: TreeId = TreeId { partition: 1, n: 3 };
 
+    /// Applies writes to `trees` and to a model of the keydir, so each update names the
+    /// exact state it replaced (as the keydir's swap does in the replica).
+    fn write(trees: &Trees, model: &mut BTreeMap<Vec<u8>, u64>, key: &str, hash: Option<u64>) {
+        let key = key.as_bytes().to_vec();
+        let old = match hash {
+            Some(h) => model.insert(key.clone(), h),
+            None => model.remove(&key),
+        };
+        trees.update(T1, &key, old, hash);
+    }
+
     #[test]
     fn trees_of_the_same_content_agree_whatever_the_write_order() {
         let (a, b) = (Trees::default(), Trees::default());
+        let (mut ma, mut mb) = (BTreeMap::new(), BTreeMap::new());
         for i in 0..500u32 {
-            a.update(T1, format!("k{i}").as_bytes(), Some(u64::from(i)));
+            write(&a, &mut ma, &format!("k{i}"), Some(u64::from(i)));
         }
         for i in (0..500u32).rev() {
-            b.update(T1, format!("k{i}").as_bytes(), Some(999));
-            b.update(T1, format!("k{i}").as_bytes(), Some(u64::from(i)));
+            write(&b, &mut mb, &format!("k{i}"), Some(999));
+            write(&b, &mut mb, &format!("k{i}"), Some(u64::from(i)));
         }
         assert_eq!(a.groups(T1), b.groups(T1));
-        b.update(T1, b"k7", Some(8));
+        let total: u32 = (0..LEAVES).map(|l| b.leaf_keys(T1, l)).sum();
+        assert_eq!(total, 500);
+        write(&b, &mut mb, "k7", Some(8));
         let differing: Vec<usize> = (0..GROUPS)
             .filter(|&g| a.groups(T1)[g] != b.groups(T1)[g])
             .collect();
@@ -218,16 +241,12 @@ mod tests {
             .find(|&l| a.leaves(T1, g)[l] != b.leaves(T1, g)[l])
             .map(|l| g * FANOUT + l)
             .expect("a differing leaf");
-        let only_in_b: Vec<_> = b
-            .digests(T1, leaf)
-            .into_iter()
-            .filter(|d| !a.digests(T1, leaf).contains(d))
-            .collect();
-        assert_eq!(only_in_b, vec![(b"k7".to_vec(), 8)]);
-        b.update(T1, b"k7", Some(7));
+        assert_eq!(leaf, leaf_of(b"k7"));
+        write(&b, &mut mb, "k7", Some(7));
         assert_eq!(a.groups(T1), b.groups(T1));
-        b.update(T1, b"k7", None);
+        write(&b, &mut mb, "k7", None);
         assert_ne!(a.groups(T1), b.groups(T1));
+        assert_eq!(b.leaf_keys(T1, leaf), a.leaf_keys(T1, leaf) - 1);
     }
 
     #[test]
@@ -238,19 +257,13 @@ mod tests {
         assert_eq!(filing.tree_of("pairs", "k"), TreeId { partition: p, n: 2 });
         let q = ring.partition(b"other", b"k");
         assert_eq!(filing.tree_of("other", "k"), TreeId { partition: q, n: 3 });
-        let trees = Trees::default();
-        trees.update(filing.tree_of("pairs", "k"), b"pairs/k", Some(1));
-        trees.update(TreeId { partition: p, n: 3 }, b"x/y", Some(1));
-        let mut all: Vec<Vec<u8>> = (0..LEAVES)
-            .flat_map(|l| trees.partition_keys(p, l))
-            .collect();
-        all.sort();
-        assert_eq!(all, vec![b"pairs/k".to_vec(), b"x/y".to_vec()]);
-        assert_eq!(
-            trees
-                .digests(TreeId { partition: p, n: 2 }, leaf_of(b"x/y"))
-                .len(),
-            usize::from(leaf_of(b"x/y") == leaf_of(b"pairs/k"))
-        );
+        for (bucket, key) in [("pairs", "k"), ("other", "k"), ("", "x")] {
+            let skey = crate::replica::storage_key(bucket, key);
+            assert_eq!(
+                filing.tree_of_storage_key(&skey),
+                Some(filing.tree_of(bucket, key))
+            );
+        }
+        assert_eq!(filing.tree_of_storage_key(&[9, b'a']), None);
     }
 }

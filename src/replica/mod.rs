@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::RwLock;
 
@@ -108,6 +109,11 @@ pub struct Replica {
     /// update, so that a change of a bucket's `n` (`refile`) moves every key once.
     filing: RwLock<Filing>,
     trees: Trees,
+    /// Keys whose state may be tombstones only: the reaper's candidates, kept by every write
+    /// so that reaping does not read every key. Open reads no value, so a tree's tombstones
+    /// stored before the start join the set on its first reaping walk (`walked`).
+    tombstones: dashmap::DashSet<Vec<u8>>,
+    walked: parking_lot::Mutex<BTreeSet<TreeId>>,
     /// Records found damaged since start.
     corrupt_records: AtomicU64,
     /// Stamps too far ahead of the wall clock that were not adopted, since start.
@@ -134,16 +140,20 @@ impl Replica {
         for key in &storage.recovery_report().suspect_keys {
             tracing::warn!(key = %String::from_utf8_lossy(key), "stored key damaged; it needs repair from another replica");
         }
-        let trees = Trees::default();
-        for skey in storage.keys() {
-            let (Some((bucket, key)), Ok(Some(bytes))) =
-                (split_storage_key(&skey), storage.get(&skey))
-            else {
-                continue;
-            };
-            let tree = filing.tree_of(&bucket, &key);
-            trees.update(tree, &skey, Some(merkle::state_hash(&bytes)));
-        }
+        // From the keydir's hashes: no value is read, so this costs ~100 ns a key.
+        let built = Instant::now();
+        let trees = Trees::build(|add| {
+            storage.for_each_hash(|skey, hash| {
+                if let Some(tree) = filing.tree_of_storage_key(skey) {
+                    add(tree, skey, hash);
+                }
+            })
+        });
+        tracing::info!(
+            keys = storage.stats().keys,
+            ms = built.elapsed().as_millis() as u64,
+            "hash trees built"
+        );
         let epoch = settle_epoch(dir, random).map_err(ReplicaError::Identity)?;
         let actor = Actor::new(format!("{node_id}.{epoch}"));
         tracing::info!(%actor, "replica open");
@@ -160,6 +170,8 @@ impl Replica {
             max_state_bytes,
             filing: RwLock::new(filing),
             trees,
+            tombstones: Default::default(),
+            walked: Default::default(),
             corrupt_records: AtomicU64::new(0),
             skewed_stamps: AtomicU64::new(0),
         })
@@ -240,8 +252,8 @@ impl Replica {
         reason: &str,
     ) -> Result<(), ReplicaError> {
         self.corrupt_records.fetch_add(1, Ordering::Relaxed);
-        self.storage.delete(skey)?;
-        self.file(bucket, key, skey, None);
+        // Not waited for: a tombstone lost to a crash leaves the damaged record, found again.
+        drop(self.remove(skey)?);
         let epoch = format!("{:08x}", fastrand::u32(..));
         write_synced(&self.dir.join(EPOCH_FILE), epoch.as_bytes())
             .map_err(ReplicaError::Identity)?;
@@ -346,10 +358,77 @@ impl Replica {
         Ok(found.into_iter().collect())
     }
 
-    /// Files the key's new state hash (or its absence) in its tree.
-    fn file(&self, bucket: &str, key: &str, skey: &[u8], hash: Option<u64>) {
+    /// Deletes a key from storage and its tree; the caller waits for durability.
+    fn remove(&self, skey: &[u8]) -> Result<Pending, ReplicaError> {
+        // The filing is held across the write, so a `refile` sees the key in its old tree or
+        // files it under the new one, never half.
         let filing = self.filing.read();
-        self.trees.update(filing.tree_of(bucket, key), skey, hash);
+        let (pending, replaced) = self.storage.delete_deferred(skey)?;
+        if let Some(tree) = filing.tree_of_storage_key(skey) {
+            self.trees.update(tree, skey, replaced, None);
+        }
+        self.tombstones.remove(skey);
+        Ok(pending)
+    }
+
+    /// The keys of `tree` whose state may be tombstones only. The first call for a tree since
+    /// start reads every key of it (blocking); later ones only look at the writes' record.
+    pub fn tombstone_candidates(&self, tree: TreeId) -> Vec<Vec<u8>> {
+        if !self.walked.lock().contains(&tree) {
+            for skey in self.keys_filed(|t| t == tree) {
+                let tombstone = split_storage_key(&skey)
+                    .and_then(|(b, k)| self.read(&b, &k).ok().flatten())
+                    .is_some_and(|s| s.tombstone_only_since().is_some());
+                if tombstone {
+                    self.tombstones.insert(skey);
+                }
+            }
+            self.walked.lock().insert(tree);
+        }
+        let filing = self.filing.read().clone();
+        self.tombstones
+            .iter()
+            .filter(|k| filing.tree_of_storage_key(k.key()) == Some(tree))
+            .map(|k| k.key().clone())
+            .collect()
+    }
+
+    /// The (storage key, state hash) digests of some leaves of a tree, whole leaves in the
+    /// order asked, stopping before `max_keys` would be passed (one leaf at least). One walk
+    /// of the keydir, reading no value.
+    pub fn digests(&self, tree: TreeId, leaves: &[u32], max_keys: usize) -> Vec<Digests> {
+        let wanted: BTreeSet<u32> = leaves.iter().copied().collect();
+        let mut found: BTreeMap<u32, Vec<(Vec<u8>, u64)>> = BTreeMap::new();
+        let filing = self.filing.read().clone();
+        self.storage.for_each_hash(|skey, hash| {
+            let leaf = merkle::leaf_of(skey) as u32;
+            if wanted.contains(&leaf) && filing.tree_of_storage_key(skey) == Some(tree) {
+                found.entry(leaf).or_default().push((skey.to_vec(), hash));
+            }
+        });
+        let mut out = Vec::new();
+        let mut total = 0;
+        for leaf in leaves {
+            let keys = found.remove(leaf).unwrap_or_default();
+            if !out.is_empty() && total + keys.len() > max_keys {
+                break;
+            }
+            total += keys.len();
+            out.push((*leaf, keys));
+        }
+        out
+    }
+
+    /// The storage keys filed under the trees `which` picks. One walk of the keydir.
+    pub fn keys_filed(&self, which: impl Fn(TreeId) -> bool) -> Vec<Vec<u8>> {
+        let filing = self.filing.read().clone();
+        let mut keys = Vec::new();
+        self.storage.for_each_hash(|skey, _| {
+            if filing.tree_of_storage_key(skey).is_some_and(&which) {
+                keys.push(skey.to_vec());
+            }
+        });
+        keys
     }
 
     /// Files the keys of buckets whose `n` changed under their new trees, so anti-entropy
@@ -361,16 +440,22 @@ impl Replica {
         }
         let next = filing.with_bucket_n(bucket_n);
         let mut moved = 0u64;
-        for skey in self.storage.keys() {
-            let Some((bucket, key)) = split_storage_key(&skey) else {
-                continue;
-            };
-            let (from, to) = (filing.tree_of(&bucket, &key), next.tree_of(&bucket, &key));
-            if from != to {
-                self.trees.refile(from, to, &skey);
+        // Writers hold the filing for reading across their keydir swap and tree update, so
+        // with it held for writing the keydir and the trees agree key by key.
+        self.storage.for_each_hash(|skey, hash| {
+            let (from, to) = (
+                filing.tree_of_storage_key(skey),
+                next.tree_of_storage_key(skey),
+            );
+            if let (Some(from), Some(to)) = (from, to) {
+                if from == to {
+                    return;
+                }
+                self.trees.update(from, skey, Some(hash), None);
+                self.trees.update(to, skey, None, Some(hash));
                 moved += 1;
             }
-        }
+        });
         tracing::info!(
             keys = moved,
             "a bucket's n changed; its keys are filed under their new hash trees"
@@ -391,20 +476,15 @@ impl Replica {
         if self.read(bucket, key)?.as_ref() != Some(expected) {
             return Ok(false);
         }
-        self.storage.delete_async(&skey).await?;
-        self.file(bucket, key, &skey, None);
+        self.remove(&skey)?.durable().await?;
         Ok(true)
     }
 
     /// Forgets the key: this node no longer replicates it (its partition moved to other nodes,
     /// which hold it). Not a delete: no tombstone, nothing for other replicas to learn.
     pub async fn forget(&self, skey: &[u8]) -> Result<(), ReplicaError> {
-        let Some((bucket, key)) = split_storage_key(skey) else {
-            return Ok(());
-        };
         let _guard = self.lock(skey).await;
-        self.storage.delete_async(skey).await?;
-        self.file(&bucket, &key, skey, None);
+        self.remove(skey)?.durable().await?;
         Ok(())
     }
 
@@ -504,8 +584,16 @@ impl Replica {
                 max: self.max_state_bytes,
             });
         }
-        let pending = self.storage.put_deferred(skey, &bytes)?;
-        self.file(bucket, key, skey, Some(merkle::state_hash(&bytes)));
+        let filing = self.filing.read();
+        let (pending, replaced) = self.storage.put_deferred(skey, &bytes)?;
+        let tree = filing.tree_of(bucket, key);
+        self.trees
+            .update(tree, skey, replaced, Some(merkle::state_hash(&bytes)));
+        if state.tombstone_only_since().is_some() {
+            self.tombstones.insert(skey.to_vec());
+        } else if !self.tombstones.is_empty() {
+            self.tombstones.remove(skey);
+        }
         Ok(pending)
     }
 
@@ -606,7 +694,10 @@ mod hints;
 pub mod merkle;
 
 pub use hints::{HintKey, Hints};
-use merkle::{Filing, Trees};
+use merkle::{Filing, TreeId, Trees};
+
+/// One leaf's digests: the leaf, and its (storage key, state hash) pairs.
+pub type Digests = (u32, Vec<(Vec<u8>, u64)>);
 
 #[cfg(test)]
 mod tests;

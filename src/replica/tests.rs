@@ -216,3 +216,72 @@ async fn a_bucket_whose_n_changes_has_its_keys_filed_under_the_new_trees() {
         "filed in the new one"
     );
 }
+
+#[tokio::test]
+async fn trees_rebuilt_at_open_match_the_trees_kept_by_writes_and_digests_come_in_whole_leaves() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tree = |r: &Replica| r.filing.read().tree_of("b", "k0");
+    let (groups, leaf_keys) = {
+        let r = open(tmp.path(), "n1");
+        for i in 0..300u64 {
+            let (key, op) = (format!("k{}", i % 200), put(&format!("v{i}")));
+            let context = r
+                .read("b", &key)
+                .expect("read")
+                .map(|s| s.context())
+                .unwrap_or_default();
+            let _ = r
+                .coordinate("b", &key, Conflict::Siblings, &context, op, i + 1)
+                .await
+                .expect("write");
+        }
+        for i in 0..20 {
+            r.forget(&storage_key("b", &format!("k{i}")))
+                .await
+                .expect("forget");
+        }
+        let t = tree(&r);
+        let counts: Vec<u32> = (0..merkle::LEAVES)
+            .map(|l| r.trees.leaf_keys(t, l))
+            .collect();
+        // Keys k20..k199 are live, spread over the ring's partitions.
+        let live = (20..200)
+            .filter(|i| r.filing.read().tree_of("b", &format!("k{i}")) == t)
+            .count();
+        assert!(live > 5);
+        assert_eq!(counts.iter().sum::<u32>() as usize, live);
+        let all: Vec<u32> = (0..merkle::LEAVES as u32).collect();
+        let whole = r.digests(t, &all, usize::MAX);
+        assert_eq!(whole.iter().map(|(_, d)| d.len()).sum::<usize>(), live);
+        for (leaf, digests) in &whole {
+            assert_eq!(digests.len() as u32, counts[*leaf as usize]);
+            for (skey, hash) in digests {
+                assert_eq!(r.storage.hash_of(skey), Some(*hash));
+            }
+        }
+        // A small budget still answers whole leaves, in the order asked, one at least.
+        let busy: Vec<u32> = all
+            .iter()
+            .copied()
+            .filter(|&l| counts[l as usize] > 0)
+            .collect();
+        let some = r.digests(t, &busy, 3);
+        assert!(!some.is_empty());
+        assert!(some.iter().zip(&busy).all(|((l, _), want)| l == want));
+        let kept: usize = some.iter().map(|(_, d)| d.len()).sum();
+        assert!(
+            some.len() == 1 || kept <= 3,
+            "{kept} keys in {} leaves",
+            some.len()
+        );
+        r.close().expect("close");
+        (r.trees.groups(t), counts)
+    };
+    let r = open(tmp.path(), "n1");
+    let t = tree(&r);
+    assert_eq!(r.trees.groups(t), groups, "rebuilt from the keydir alone");
+    let counts: Vec<u32> = (0..merkle::LEAVES)
+        .map(|l| r.trees.leaf_keys(t, l))
+        .collect();
+    assert_eq!(counts, leaf_keys);
+}

@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::durability::Durability;
 use super::error::{Result, StorageError};
-use super::keydir::{Entry, KeyBytes, Keydir};
+use super::keydir::{value_hash, Entry, KeyBytes, Keydir};
 use super::merge::MergeReport;
 use super::record::{self, FORMAT_MAX_VALUE_LEN, HEADER_LEN, MAX_KEY_LEN};
 use super::recovery::{self, RecoveryReport};
@@ -118,6 +118,15 @@ impl Pending {
             None => Ok(()),
         }
     }
+}
+
+/// What one append did.
+pub(super) struct Appended {
+    seq: u64,
+    /// Whether a segment was sealed to make room.
+    sealed: bool,
+    /// The hash of the value the record replaced or deleted.
+    replaced: Option<u64>,
 }
 
 /// The segment being appended to.
@@ -248,7 +257,7 @@ impl Storage {
 
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.check_put(key, value)?;
-        self.write(key, value, false)
+        self.write(key, value, false).map(|_| ())
     }
 
     fn check_put(&self, key: &[u8], value: &[u8]) -> Result<()> {
@@ -262,14 +271,13 @@ impl Storage {
         Ok(())
     }
 
-    /// Deletes `key`; returns whether it existed.
-    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+    /// Deletes `key`; returns the hash of the value it removed (`None`: there was none).
+    pub fn delete(&self, key: &[u8]) -> Result<Option<u64>> {
         check_key(key)?;
         if !self.inner.keydir.contains_key(key) {
-            return Ok(false);
+            return Ok(None);
         }
-        self.write(key, &[], true)?;
-        Ok(true)
+        self.write(key, &[], true)
     }
 
     /// Makes every write so far durable, whatever the sync policy.
@@ -282,15 +290,17 @@ impl Storage {
     /// durability (under `sync = always`) parks the task instead of a thread, so many
     /// concurrent writers share each fsync at no cost in threads.
     pub async fn put_async(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.put_deferred(key, value)?.durable().await
+        self.put_deferred(key, value)?.0.durable().await
     }
 
     /// Appends the record now (readers see it at once) and returns the wait for its
-    /// durability, so that a caller can release its locks, or do other work, before waiting.
-    pub fn put_deferred(&self, key: &[u8], value: &[u8]) -> Result<Pending> {
+    /// durability, so that a caller can release its locks, or do other work, before waiting;
+    /// and the hash of the value it replaced, if any (exact even under racing writers: it comes
+    /// from the keydir's own swap).
+    pub fn put_deferred(&self, key: &[u8], value: &[u8]) -> Result<(Pending, Option<u64>)> {
         self.check_put(key, value)?;
-        let seq = self.append(key, value, false)?;
-        Ok(self.pending(seq))
+        let (seq, replaced) = self.append(key, value, false)?;
+        Ok((self.pending(seq), replaced))
     }
 
     /// The wait for everything appended so far to be durable.
@@ -307,16 +317,34 @@ impl Storage {
     }
 
     /// `delete` for async callers; see [`Storage::put_async`].
-    pub async fn delete_async(&self, key: &[u8]) -> Result<bool> {
+    pub async fn delete_async(&self, key: &[u8]) -> Result<Option<u64>> {
+        let (pending, replaced) = self.delete_deferred(key)?;
+        pending.durable().await?;
+        Ok(replaced)
+    }
+
+    /// `delete` as [`Storage::put_deferred`] puts: the tombstone is in the log on return, and
+    /// the hash of the value it removed comes back with the wait for its durability.
+    pub fn delete_deferred(&self, key: &[u8]) -> Result<(Pending, Option<u64>)> {
         check_key(key)?;
         if !self.inner.keydir.contains_key(key) {
-            return Ok(false);
+            return Ok((Pending { wait: None }, None));
         }
-        let seq = self.append(key, &[], true)?;
-        if self.inner.options.sync == SyncPolicy::Always {
-            self.inner.durability.wait_async(seq).await?;
+        let (seq, replaced) = self.append(key, &[], true)?;
+        Ok((self.pending(seq), replaced))
+    }
+
+    /// The keydir's hash of a live key's value (see [`value_hash`]), without reading it.
+    pub fn hash_of(&self, key: &[u8]) -> Option<u64> {
+        self.inner.keydir.get(key).map(|e| e.hash)
+    }
+
+    /// Calls `f` with every live key and its value's hash, in no particular order, without
+    /// reading a value. `f` runs under a keydir shard's read lock: it must be quick.
+    pub fn for_each_hash(&self, mut f: impl FnMut(&[u8], u64)) {
+        for e in self.inner.keydir.iter() {
+            f(e.key().as_slice(), e.value().hash);
         }
-        Ok(true)
     }
 
     /// A snapshot of the live keys, in no particular order.
@@ -376,21 +404,23 @@ impl Storage {
         &self.inner
     }
 
-    fn write(&self, key: &[u8], value: &[u8], tombstone: bool) -> Result<()> {
-        let seq = self.append(key, value, tombstone)?;
+    /// Appends and waits for durability; returns the replaced value's hash.
+    fn write(&self, key: &[u8], value: &[u8], tombstone: bool) -> Result<Option<u64>> {
+        let (seq, replaced) = self.append(key, value, tombstone)?;
         if self.inner.options.sync == SyncPolicy::Always {
             self.inner.durability.wait(seq)?;
         }
-        Ok(())
+        Ok(replaced)
     }
 
-    /// Appends a record, starting a merge if sealing a segment made one due.
-    fn append(&self, key: &[u8], value: &[u8], tombstone: bool) -> Result<u64> {
-        let (seq, sealed) = self.inner.append(key, value, tombstone)?;
-        if sealed {
+    /// Appends a record, starting a merge if sealing a segment made one due. Returns its
+    /// sequence number and the hash of the value it replaced.
+    fn append(&self, key: &[u8], value: &[u8], tombstone: bool) -> Result<(u64, Option<u64>)> {
+        let appended = self.inner.append(key, value, tombstone)?;
+        if appended.sealed {
             self.maybe_spawn_merge();
         }
-        Ok(seq)
+        Ok((appended.seq, appended.replaced))
     }
 
     fn maybe_spawn_merge(&self) {
@@ -456,9 +486,8 @@ impl Inner {
         }
     }
 
-    /// Appends one record and points the keydir at it. Returns its sequence number and
-    /// whether a segment was sealed to make room.
-    fn append(&self, key: &[u8], value: &[u8], tombstone: bool) -> Result<(u64, bool)> {
+    /// Appends one record and points the keydir at it.
+    fn append(&self, key: &[u8], value: &[u8], tombstone: bool) -> Result<Appended> {
         if self.durability.failed() {
             return Err(StorageError::Failed);
         }
@@ -484,19 +513,25 @@ impl Inner {
             segment: w.segment.id,
             offset: w.offset as u32,
             len: len as u32,
+            hash: value_hash(value),
         };
         w.next_seq += 1;
         w.offset += len;
         w.segment.add_total(len);
-        if tombstone {
+        let old = if tombstone {
             w.segment.add_dead(len);
-            if let Some((_, old)) = self.keydir.remove(key) {
-                self.mark_dead(&old);
-            }
-        } else if let Some(old) = self.keydir.insert(KeyBytes::new(key), entry) {
-            self.mark_dead(&old);
+            self.keydir.remove(key).map(|(_, old)| old)
+        } else {
+            self.keydir.insert(KeyBytes::new(key), entry)
+        };
+        if let Some(old) = &old {
+            self.mark_dead(old);
         }
-        Ok((seq, sealed))
+        Ok(Appended {
+            seq,
+            sealed,
+            replaced: old.map(|e| e.hash),
+        })
     }
 
     /// Seals the active segment and starts a new one. Called with the writer lock held. Unless

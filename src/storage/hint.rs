@@ -1,16 +1,18 @@
 //! Hint files: a compact index of one merged segment, so open need not read the values.
 //!
 //! Layout: entries, then a footer. An entry is
-//! `seq u64 | offset u32 | len u32 | flags u8 | key_len u32 | key`, all little-endian; the footer
-//! is `magic "QKVHINT1" | entry count u64 | crc32 u32` where the crc covers every byte before it.
+//! `seq u64 | offset u32 | len u32 | flags u8 | value hash u64 | key_len u32 | key`, all
+//! little-endian (the hash is the keydir's, 0 for a tombstone); the footer is
+//! `magic "QKVHINT2" | entry count u64 | crc32 u32` where the crc covers every byte before it.
+//! A hint of the first layout (`QKVHINT1`, no hash) is not read: its segment is scanned, once.
 //! A hint that is torn, corrupt or inconsistent with its data file is ignored as a whole and the
 //! data file is scanned instead: hints are an optimisation, never the source of truth.
 
 use super::record::{HEADER_LEN, MAX_KEY_LEN};
 
-const MAGIC: &[u8; 8] = b"QKVHINT1";
+const MAGIC: &[u8; 8] = b"QKVHINT2";
 const FOOTER_LEN: usize = 8 + 8 + 4;
-const ENTRY_FIXED_LEN: usize = 8 + 4 + 4 + 1 + 4;
+const ENTRY_FIXED_LEN: usize = 8 + 4 + 4 + 1 + 8 + 4;
 const FLAG_TOMBSTONE: u8 = 1;
 
 /// One record's location as a hint file lists it.
@@ -20,6 +22,7 @@ pub struct HintEntry {
     pub offset: u32,
     pub len: u32,
     pub tombstone: bool,
+    pub hash: u64,
     pub key: Vec<u8>,
 }
 
@@ -31,11 +34,13 @@ pub struct HintWriter {
 }
 
 impl HintWriter {
-    pub fn push(&mut self, seq: u64, offset: u32, len: u32, tombstone: bool, key: &[u8]) {
+    pub fn push(&mut self, seq: u64, offset: u32, len: u32, hash: Option<u64>, key: &[u8]) {
         self.buf.extend_from_slice(&seq.to_le_bytes());
         self.buf.extend_from_slice(&offset.to_le_bytes());
         self.buf.extend_from_slice(&len.to_le_bytes());
-        self.buf.push(if tombstone { FLAG_TOMBSTONE } else { 0 });
+        self.buf
+            .push(if hash.is_none() { FLAG_TOMBSTONE } else { 0 });
+        self.buf.extend_from_slice(&hash.unwrap_or(0).to_le_bytes());
         self.buf
             .extend_from_slice(&(key.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(key);
@@ -70,7 +75,8 @@ pub fn parse(bytes: &[u8], data_len: u64) -> Option<Vec<HintEntry>> {
         let offset = u32::from_le_bytes(fixed[8..12].try_into().ok()?);
         let len = u32::from_le_bytes(fixed[12..16].try_into().ok()?);
         let flags = fixed[16];
-        let key_len = u32::from_le_bytes(fixed[17..21].try_into().ok()?) as usize;
+        let hash = u64::from_le_bytes(fixed[17..25].try_into().ok()?);
+        let key_len = u32::from_le_bytes(fixed[25..29].try_into().ok()?) as usize;
         if flags & !FLAG_TOMBSTONE != 0
             || key_len == 0
             || key_len > MAX_KEY_LEN
@@ -87,6 +93,7 @@ pub fn parse(bytes: &[u8], data_len: u64) -> Option<Vec<HintEntry>> {
             offset,
             len,
             tombstone: flags & FLAG_TOMBSTONE != 0,
+            hash,
             key,
         });
     }
@@ -99,8 +106,8 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let mut w = HintWriter::default();
-        w.push(5, 0, 30, false, b"alpha");
-        w.push(9, 30, 26, true, b"beta");
+        w.push(5, 0, 30, Some(77), b"alpha");
+        w.push(9, 30, 26, None, b"beta");
         w.finish()
     }
 
@@ -111,6 +118,7 @@ mod tests {
         assert_eq!(entries[1].key, b"beta");
         assert!(entries[1].tombstone);
         assert_eq!(entries[0].seq, 5);
+        assert_eq!(entries[0].hash, 77);
     }
 
     #[test]

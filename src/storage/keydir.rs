@@ -1,9 +1,11 @@
 //! The in-memory index: every live key → where its newest record lies.
 //!
 //! Sized for millions of keys: a key of up to [`INLINE_KEY_LEN`] bytes lives inside the map's
-//! slot with no heap allocation of its own, and a whole slot (key and entry) is 40 bytes.
+//! slot with no heap allocation of its own, and a whole slot (key and entry) is 48 bytes.
 //! Sequence numbers are deliberately not kept here: only recovery needs them, and it reads
-//! them from the records themselves.
+//! them from the records themselves. The value's hash is: the replica's hash trees are built
+//! from it at open and its anti-entropy digests read it, so neither has to read a value nor
+//! keep a second copy of the keys.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
@@ -19,6 +21,13 @@ pub struct Entry {
     pub segment: u32,
     pub offset: u32,
     pub len: u32,
+    /// [`value_hash`] of the record's value.
+    pub hash: u64,
+}
+
+/// The hash of a stored value that the keydir keeps (xxh3, stable across versions).
+pub fn value_hash(value: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(value)
 }
 
 impl Entry {
@@ -93,7 +102,7 @@ mod tests {
     #[test]
     fn slot_stays_small() {
         assert_eq!(std::mem::size_of::<KeyBytes>(), 24);
-        assert_eq!(std::mem::size_of::<(KeyBytes, Entry)>(), 40);
+        assert_eq!(std::mem::size_of::<(KeyBytes, Entry)>(), 48);
     }
 
     #[test]
@@ -105,6 +114,7 @@ mod tests {
             segment: 2,
             offset: 3,
             len: 4,
+            hash: 5,
         };
         map.insert(KeyBytes::new(&short), e);
         map.insert(KeyBytes::new(&long), e);

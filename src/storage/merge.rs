@@ -181,17 +181,19 @@ impl Inner {
             let read_at = |buf: &mut [u8], at: u64| segment.file.read_exact_at(buf, at);
             record::scan_windowed(len, READ_WINDOW, read_at, |offset, rec, raw| {
                 let offset = offset as u32;
+                // The value's hash when the record is live (`None`: a tombstone still needed).
                 let live = if rec.tombstone {
-                    !full && !self.keydir.contains_key(rec.key)
+                    (!full && !self.keydir.contains_key(rec.key)).then_some(None)
                 } else {
                     self.keydir
                         .get(rec.key)
-                        .is_some_and(|e| e.is_at(id, offset))
+                        .filter(|e| e.is_at(id, offset))
+                        .map(|e| Some(e.hash))
                 };
-                if !live || copy_err.is_some() {
+                let Some(hash) = live.filter(|_| copy_err.is_none()) else {
                     return;
-                }
-                match self.copy_record(&mut outputs, raw, rec) {
+                };
+                match self.copy_record(&mut outputs, raw, rec, hash) {
                     Ok(to) => {
                         report.records_kept += 1;
                         if !rec.tombstone {
@@ -288,6 +290,7 @@ impl Inner {
         outputs: &mut Vec<Output>,
         raw: &[u8],
         rec: &record::Record<'_>,
+        hash: Option<u64>,
     ) -> Result<(u32, u32)> {
         let len = raw.len() as u64;
         let full = outputs
@@ -310,7 +313,7 @@ impl Inner {
         let offset = out.len as u32;
         out.file.write_all(raw)?;
         out.hint
-            .push(rec.seq, offset, raw.len() as u32, rec.tombstone, rec.key);
+            .push(rec.seq, offset, raw.len() as u32, hash, rec.key);
         out.len += len;
         if rec.tombstone {
             out.dead += len;

@@ -72,6 +72,7 @@ mod segment;
 
 pub use engine::{MergeTrigger, Options, Pending, Stats, Storage, SyncPolicy};
 pub use error::{Result, StorageError};
+pub use keydir::value_hash;
 pub use merge::MergeReport;
 pub use record::{FORMAT_MAX_VALUE_LEN, MAX_KEY_LEN};
 pub use recovery::{Damage, RecoveryReport};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::error::Result;
 use super::hint;
-use super::keydir::{Entry, KeyBytes, Keydir};
+use super::keydir::{value_hash, Entry, KeyBytes, Keydir};
 use super::merge::{self, Manifest};
 use super::record::{self, HEADER_LEN};
 use super::segment::{self, data_path, hint_path, sync_dir, Segment, DATA_EXT, HINT_EXT};
@@ -240,6 +240,7 @@ fn load_from_hint(dir: &Path, segment: &Segment, loader: &mut Loader) -> Result<
             segment: segment.id,
             offset: e.offset,
             len: e.len,
+            hash: e.hash,
         };
         loader.apply(segment, &e.key, entry, e.seq, e.tombstone)?;
     }
@@ -264,6 +265,7 @@ fn scan_segment(segment: &Segment, loader: &mut Loader, report: &mut RecoveryRep
             segment: segment.id,
             offset: offset as u32,
             len: rec.encoded_len() as u32,
+            hash: value_hash(rec.value),
         };
         if applied.is_ok() {
             applied = loader.apply(segment, rec.key, entry, rec.seq, rec.tombstone);

@@ -64,6 +64,11 @@ fn check(dir: &Path, model: &BTreeMap<Vec<u8>, Vec<u8>>, context: &str) {
         );
     }
     assert_eq!(storage.keys().len(), model.len(), "{context}: key count");
+    // Hashes come from hint files or a scan; either way they are the values' own.
+    storage.for_each_hash(|key, hash| {
+        let value = model.get(key).expect("a live key is in the model");
+        assert_eq!(hash, super::value_hash(value), "{context}: hash of {key:?}");
+    });
     let leftovers: Vec<_> = std::fs::read_dir(dir)
         .expect("read_dir")
         .filter_map(|d| d.ok())
