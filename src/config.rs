@@ -548,7 +548,6 @@ impl Config {
 
     /// The settings of a bucket by the config alone (a running node uses the metadata's,
     /// which the API can change).
-    #[cfg(test)]
     pub fn bucket(&self, name: &str) -> BucketProps {
         crate::meta::buckets::Settings::layered(&self.defaults, self.buckets.get(name), None)
             .resolve()

@@ -4,8 +4,9 @@
 //! replicates — one per partition and bucket `n` in use, so a tree is only compared with nodes
 //! that should hold all of it — and compares each with that of another live replica, taking
 //! the other replicas in turn: the 16 group hashes first (an identical partition costs one
-//! round trip of ~150 bytes), then the leaves of all differing groups in one round trip, then
-//! the key digests of differing leaves, batched: the peer answers whole leaves up to
+//! round trip of ~150 bytes), then the leaves of all differing groups in one round trip (twice,
+//! [`SETTLE`] apart: a leaf that differs only by writes in flight is left alone), then the key
+//! digests of differing leaves, batched: the peer answers whole leaves up to
 //! [`DIGEST_BATCH`] keys per round trip. Digests come from the keydir (no value is read), so
 //! an exchange costs in proportion to the difference, plus one keydir walk per batch.
 //! Differing keys are repaired [`REPAIR_BATCH`] at a time: one round trip fetches the peer's
@@ -35,6 +36,8 @@ mod reaper;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys per digest batch: the peer answers whole leaves up to about this many keys.
 const DIGEST_BATCH: u32 = 32_768;
+/// How long a leaf's difference must hold before it is repaired (see `exchange`).
+const SETTLE: Duration = Duration::from_millis(200);
 /// Keys per repair round trip (one fetch of the peer's states, one push of the merges).
 const REPAIR_BATCH: usize = 256;
 
@@ -187,22 +190,19 @@ async fn exchange(
         .collect();
     let mut leaves = Vec::new();
     if !groups.is_empty() {
-        let request = Request::AeLeaves {
-            tree,
-            groups: groups.clone(),
-        };
-        let theirs = hashes(c, peer, request, &mut bytes).await?;
-        if theirs.len() != groups.len() * FANOUT {
-            return Err("short answer to a leaf request".into());
-        }
-        for (i, &group) in groups.iter().enumerate() {
-            let ours = trees.leaves(tree, group as usize);
-            leaves.extend(
-                (0..FANOUT)
-                    .filter(|&l| theirs[i * FANOUT + l] != ours[l])
-                    .map(|l| group * FANOUT as u32 + l as u32),
-            );
-        }
+        // Writes in flight make leaves differ for a moment; a leaf counts only if it differs
+        // the same way twice, SETTLE apart, so a busy cluster does not walk its keydir for
+        // differences that heal by themselves.
+        let first = leaf_pairs(c, tree, peer, &groups, &mut bytes).await?;
+        tokio::time::sleep(SETTLE).await;
+        let second = leaf_pairs(c, tree, peer, &groups, &mut bytes).await?;
+        leaves.extend(
+            first
+                .iter()
+                .zip(&second)
+                .filter(|((_, a), (_, b))| a.0 != a.1 && a == b)
+                .map(|((leaf, _), _)| *leaf),
+        );
     }
     let mut keys_repaired = 0;
     if !leaves.is_empty() {
@@ -264,6 +264,36 @@ async fn exchange(
         keys_repaired,
         bytes,
     })
+}
+
+/// (leaf, (our hash, their hash)) for every leaf of these groups.
+async fn leaf_pairs(
+    c: &Coordinator,
+    tree: TreeId,
+    peer: &str,
+    groups: &[u32],
+    bytes: &mut u64,
+) -> Result<Vec<(u32, (u64, u64))>, String> {
+    let request = Request::AeLeaves {
+        tree,
+        groups: groups.to_vec(),
+    };
+    let theirs = hashes(c, peer, request, bytes).await?;
+    if theirs.len() != groups.len() * FANOUT {
+        return Err("short answer to a leaf request".into());
+    }
+    let trees = c.replica().trees();
+    let mut pairs = Vec::with_capacity(theirs.len());
+    for (i, &group) in groups.iter().enumerate() {
+        let ours = trees.leaves(tree, group as usize);
+        for l in 0..FANOUT {
+            pairs.push((
+                group * FANOUT as u32 + l as u32,
+                (ours[l], theirs[i * FANOUT + l]),
+            ));
+        }
+    }
+    Ok(pairs)
 }
 
 /// Brings a batch of keys to the merge of both sides' states: one round trip fetches the

@@ -14,14 +14,19 @@ use crate::replica::merkle::TreeId;
 use crate::replica::split_storage_key;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The first walk of a tree reads this many keys at a time, then pauses for [`WALK_PAUSE`]:
+/// at most 50,000 reads a second, so a node with millions of keys is not crowded out by it
+/// after a start. Reaping is not urgent (tombstones wait out a grace period anyway).
+const WALK_BATCH: usize = 1000;
+const WALK_PAUSE: Duration = Duration::from_millis(20);
 
 /// Reaps the expired tombstones of one tree; returns how many keys it removed here.
 pub async fn reap_tree(c: &Coordinator, tree: TreeId, grace_ms: u64, now_ms: u64) -> u64 {
     let mut reaped = 0;
-    let replica = c.replica().clone();
-    let candidates = tokio::task::spawn_blocking(move || replica.tombstone_candidates(tree))
-        .await
-        .unwrap_or_default();
+    let candidates = match c.replica().tombstone_candidates(tree) {
+        Some(keys) => keys,
+        None => walk(c, tree).await,
+    };
     for skey in candidates {
         let Some((bucket, key)) = split_storage_key(&skey) else {
             continue;
@@ -52,4 +57,26 @@ pub async fn reap_tree(c: &Coordinator, tree: TreeId, grace_ms: u64, now_ms: u64
         }
     }
     reaped
+}
+
+/// The first pass over a tree since start: open reads no values, so the tree's tombstones
+/// stored before it are found by reading its keys once, paced. Returns the candidates.
+async fn walk(c: &Coordinator, tree: TreeId) -> Vec<Vec<u8>> {
+    let replica = c.replica().clone();
+    let Ok(keys) = tokio::task::spawn_blocking(move || replica.keys_filed(|t| t == tree)).await
+    else {
+        return Vec::new();
+    };
+    for batch in keys.chunks(WALK_BATCH) {
+        let (replica, batch) = (c.replica().clone(), batch.to_vec());
+        if tokio::task::spawn_blocking(move || replica.walk_for_tombstones(&batch))
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        tokio::time::sleep(WALK_PAUSE).await;
+    }
+    c.replica().walked(tree);
+    c.replica().tombstone_candidates(tree).unwrap_or_default()
 }

@@ -10,6 +10,11 @@
 //! everything but the network costs. The replicas are separate processes (this binary again,
 //! with the hidden `--replica` flag), as in the calibration; `--in-process` keeps them in this
 //! process, as `quorumkv dev` keeps its nodes.
+//!
+//! `--fsync-dir` makes it the ceiling for durable writes: each replica appends a write's body
+//! to a file of its own there and acks only after an fdatasync that covers it, writes that
+//! arrive during one fdatasync sharing the next (group commit) — the least `sync = "always"`
+//! must do.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -38,6 +43,10 @@ pub struct CeilingArgs {
     /// Run the replicas inside this process instead of as three child processes.
     #[arg(long)]
     pub in_process: bool,
+    /// Replicas append each write to a file in this folder and fdatasync it (group commit)
+    /// before acking.
+    #[arg(long)]
+    pub fsync_dir: Option<std::path::PathBuf>,
     /// Internal: run one bare replica on this address (how the child processes start).
     #[arg(long, hide = true)]
     pub replica: Option<SocketAddr>,
@@ -62,20 +71,111 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// First byte of an internode message: what the peer should answer with.
 const READ: u8 = 1;
 const WRITE: u8 = 0;
+/// A replica's answer to a write it could not make durable.
+const FAILED: &[u8] = b"!";
 
-/// A peer that stores nothing: reads get a value back, writes an empty ack.
+/// A peer that stores nothing: reads get a value back, writes an empty ack (after the group
+/// commit's fdatasync, with `--fsync-dir`).
 struct Echo {
     value: Bytes,
+    commit: Option<Arc<GroupCommit>>,
+}
+
+impl Echo {
+    fn new(
+        value: Bytes,
+        fsync_dir: Option<&std::path::Path>,
+        at: SocketAddr,
+    ) -> Result<Echo, String> {
+        let commit = match fsync_dir {
+            Some(dir) => Some(GroupCommit::start(
+                &dir.join(format!("replica-{}.log", at.port())),
+            )?),
+            None => None,
+        };
+        Ok(Echo { value, commit })
+    }
 }
 
 impl Handler for Echo {
     fn handle(&self, _from: &str, request: Bytes) -> BoxFuture<'static, Bytes> {
-        let answer = if request.first() == Some(&READ) {
-            self.value.clone()
-        } else {
+        if request.first() == Some(&READ) {
+            let answer = self.value.clone();
+            return Box::pin(async move { answer });
+        }
+        let commit = self.commit.clone();
+        Box::pin(async move {
+            if let Some(c) = commit {
+                match c.append(&request[1..]) {
+                    Ok(seq) => c.durable(seq).await,
+                    // Not acked: the coordinator counts it as a failed replica.
+                    Err(_) => return Bytes::from_static(FAILED),
+                }
+            }
             Bytes::new()
-        };
-        Box::pin(async move { answer })
+        })
+    }
+}
+
+/// An append-only file whose writers wait for an fdatasync covering their write; a syncer
+/// thread runs one fdatasync for every write that queued during the previous one.
+struct GroupCommit {
+    file: std::fs::File,
+    /// (bytes appended, writes appended)
+    appended: parking_lot::Mutex<(u64, u64)>,
+    wake: parking_lot::Condvar,
+    synced: tokio::sync::watch::Sender<u64>,
+}
+
+impl GroupCommit {
+    fn start(path: &std::path::Path) -> Result<Arc<GroupCommit>, String> {
+        let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let commit = Arc::new(GroupCommit {
+            file,
+            appended: parking_lot::Mutex::new((0, 0)),
+            wake: parking_lot::Condvar::new(),
+            synced: tokio::sync::watch::channel(0).0,
+        });
+        let syncer = commit.clone();
+        std::thread::Builder::new()
+            .name("ceiling-fsync".into())
+            .spawn(move || syncer.run())
+            .map_err(|e| e.to_string())?;
+        Ok(commit)
+    }
+
+    /// Appends a write; returns its number, for [`GroupCommit::durable`].
+    fn append(&self, body: &[u8]) -> std::io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut a = self.appended.lock();
+        self.file.write_all_at(body, a.0)?;
+        *a = (a.0 + body.len() as u64, a.1 + 1);
+        self.wake.notify_one();
+        Ok(a.1)
+    }
+
+    async fn durable(&self, seq: u64) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|&synced| synced >= seq).await;
+    }
+
+    fn run(&self) {
+        let mut synced = 0;
+        loop {
+            let target = {
+                let mut a = self.appended.lock();
+                while a.1 == synced {
+                    self.wake.wait(&mut a);
+                }
+                a.1
+            };
+            if self.file.sync_data().is_err() {
+                // Writers stay unacked, as a replica with a failed disk would leave them.
+                return;
+            }
+            synced = target;
+            self.synced.send_replace(synced);
+        }
     }
 }
 
@@ -107,8 +207,8 @@ async fn forward(State(node): State<Node>, request: Request) -> Response {
     let mut answered = 0;
     while answered < QUORUM {
         match calls.next().await {
-            Some(Ok(_)) => answered += 1,
-            Some(Err(_)) => {}
+            Some(Ok(a)) if a.as_ref() != FAILED => answered += 1,
+            Some(_) => {}
             None => break,
         }
     }
@@ -135,7 +235,7 @@ pub fn run(args: &CeilingArgs) -> Result<(), String> {
     let runtime = builder.enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async {
         match args.replica {
-            Some(at) => serve_replica(at, &args.value_bytes).await,
+            Some(at) => serve_replica(at, &args.value_bytes, args.fsync_dir.as_deref()).await,
             None => serve(args).await,
         }
     })
@@ -148,13 +248,16 @@ fn identity(id: String) -> Identity {
 }
 
 /// One bare replica, until the process is killed.
-async fn serve_replica(at: SocketAddr, value_bytes: &usize) -> Result<(), String> {
+async fn serve_replica(
+    at: SocketAddr,
+    value_bytes: &usize,
+    fsync_dir: Option<&std::path::Path>,
+) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(at)
         .await
         .map_err(|e| format!("replica port {at}: {e}"))?;
-    let handler = Arc::new(Echo {
-        value: Bytes::from(vec![b'v'; *value_bytes]),
-    });
+    let value = Bytes::from(vec![b'v'; *value_bytes]);
+    let handler = Arc::new(Echo::new(value, fsync_dir, at)?);
     net::serve(
         listener,
         identity(at.to_string()),
@@ -170,11 +273,16 @@ async fn spawn_replicas(args: &CeilingArgs, at: &[SocketAddr]) -> Result<Childre
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let mut children = Children(Vec::new());
     for addr in at {
-        let child = std::process::Command::new(&exe)
+        let mut command = std::process::Command::new(&exe);
+        command
             .args(["bench", "ceiling", "--value-bytes"])
             .arg(args.value_bytes.to_string())
             .arg("--replica")
-            .arg(addr.to_string())
+            .arg(addr.to_string());
+        if let Some(dir) = &args.fsync_dir {
+            command.arg("--fsync-dir").arg(dir);
+        }
+        let child = command
             .spawn()
             .map_err(|e| format!("cannot start a replica process: {e}"))?;
         children.0.push(child);
@@ -206,9 +314,7 @@ async fn serve(args: &CeilingArgs) -> Result<(), String> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("replica port {addr}: {e}"))?;
-            let handler = Arc::new(Echo {
-                value: value.clone(),
-            });
+            let handler = Arc::new(Echo::new(value.clone(), args.fsync_dir.as_deref(), *addr)?);
             servers.push(tokio::spawn(net::serve(
                 listener,
                 identity(addr.to_string()),
@@ -245,11 +351,16 @@ async fn serve(args: &CeilingArgs) -> Result<(), String> {
         println!("  c{i}  http://{}", addr(args.base_port + i));
     }
     println!(
-        "quorumkv bench ceiling: 3 bare coordinators, 3 bare replicas ({}); Ctrl-C stops them.",
+        "quorumkv bench ceiling: 3 bare coordinators, 3 bare replicas ({}{}); Ctrl-C stops them.",
         if args.in_process {
             "in this process"
         } else {
             "child processes"
+        },
+        if args.fsync_dir.is_some() {
+            ", fdatasync before each write's ack, group commit"
+        } else {
+            ""
         }
     );
     tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;

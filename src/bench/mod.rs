@@ -2,5 +2,6 @@
 //! Speed is measured here, never asserted in tests.
 
 pub mod ceiling;
+pub mod fill;
 pub mod load;
 pub mod storage;

@@ -110,6 +110,8 @@ enum BenchCommand {
     Storage(bench::storage::StorageBench),
     /// Bare coordinators forwarding to bare replicas (no storage): the network path's ceiling.
     Ceiling(bench::ceiling::CeilingArgs),
+    /// Writes N keys straight into a stopped node's data directory (for scale figures).
+    Fill(bench::fill::FillArgs),
 }
 
 /// Exit status for bad flags or a bad config file (API.md).
@@ -129,6 +131,13 @@ pub fn main() -> ExitCode {
             command: Some(BenchCommand::Ceiling(args)),
             ..
         }) => match bench::ceiling::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, e),
+        },
+        Command::Bench(BenchArgs {
+            command: Some(BenchCommand::Fill(args)),
+            ..
+        }) => match bench::fill::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(1, e),
         },

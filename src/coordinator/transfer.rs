@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::Coordinator;
 use crate::meta::{Command, View};
+use crate::replica::merkle::TreeId;
 use crate::replica::split_storage_key;
 use crate::ring::Ring;
 use crate::rpc::{self, Blob, Request, Response};
@@ -151,7 +152,7 @@ pub async fn stream_partition(
         ));
     }
     let mut out = Outbox::new(coordinator, p, limit);
-    for skey in coordinator.replica().keys_filed(|t| t.partition == p) {
+    for skey in filed_keys(coordinator, move |t| t.partition == p).await? {
         let Some((bucket, key)) = split_storage_key(&skey) else {
             continue;
         };
@@ -250,19 +251,33 @@ async fn forget_foreign(
 ) -> Result<u64, String> {
     let me = coordinator.me();
     let handed_version = view.meta.ring_version.saturating_sub(1);
+    // The trees (partition, n) whose preference list leaves this node out: none at all when
+    // every node replicates everything, and then the keydir is not walked.
+    let factors = coordinator.replication_factors();
+    let foreign_trees: BTreeSet<TreeId> = (0..view.meta.ring_size)
+        .flat_map(|partition| factors.iter().map(move |&n| TreeId { partition, n }))
+        .filter(|t| {
+            !view
+                .ring
+                .preference_list(t.partition, usize::from(t.n))
+                .contains(&me)
+        })
+        .collect();
+    if foreign_trees.is_empty() {
+        return Ok(0);
+    }
+    let keys = filed_keys(coordinator, move |t| foreign_trees.contains(&t)).await?;
+    let mut by_partition: BTreeMap<u32, Vec<(Vec<u8>, String, String)>> = BTreeMap::new();
+    for skey in keys {
+        let Some((bucket, key)) = split_storage_key(&skey) else {
+            continue;
+        };
+        let p = view.ring.partition(bucket.as_bytes(), key.as_bytes());
+        by_partition.entry(p).or_default().push((skey, bucket, key));
+    }
     let mut forgot = 0;
-    for p in 0..view.meta.ring_size {
+    for (p, foreign) in by_partition {
         let push_first = !reported.contains(&(handed_version, p));
-        let mut foreign: Vec<(Vec<u8>, String, String)> = Vec::new();
-        for skey in coordinator.replica().keys_filed(|t| t.partition == p) {
-            let Some((bucket, key)) = split_storage_key(&skey) else {
-                continue;
-            };
-            let n = usize::from(coordinator.bucket(&bucket).n);
-            if !view.ring.preference_list(p, n).contains(&me) {
-                foreign.push((skey, bucket, key));
-            }
-        }
         if push_first && !foreign.is_empty() {
             let mut out = Outbox::new(coordinator, p, limit);
             for (_, bucket, key) in &foreign {
@@ -287,6 +302,18 @@ async fn forget_foreign(
         }
     }
     Ok(forgot)
+}
+
+/// The keys filed under the trees `which` picks: a walk of the whole keydir, so off the async
+/// workers.
+async fn filed_keys(
+    coordinator: &Coordinator,
+    which: impl Fn(TreeId) -> bool + Send + 'static,
+) -> Result<Vec<Vec<u8>>, String> {
+    let replica = coordinator.replica().clone();
+    tokio::task::spawn_blocking(move || replica.keys_filed(which))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A byte-rate limit for the streams: each sender sleeps off what it sent ahead of the rate.

@@ -371,50 +371,70 @@ impl Replica {
         Ok(pending)
     }
 
-    /// The keys of `tree` whose state may be tombstones only. The first call for a tree since
-    /// start reads every key of it (blocking); later ones only look at the writes' record.
-    pub fn tombstone_candidates(&self, tree: TreeId) -> Vec<Vec<u8>> {
+    /// The keys of `tree` whose state may be tombstones only; `None` until the tree has been
+    /// walked since start ([`Replica::walk_for_tombstones`], then [`Replica::walked`]).
+    pub fn tombstone_candidates(&self, tree: TreeId) -> Option<Vec<Vec<u8>>> {
         if !self.walked.lock().contains(&tree) {
-            for skey in self.keys_filed(|t| t == tree) {
-                let tombstone = split_storage_key(&skey)
-                    .and_then(|(b, k)| self.read(&b, &k).ok().flatten())
-                    .is_some_and(|s| s.tombstone_only_since().is_some());
-                if tombstone {
-                    self.tombstones.insert(skey);
-                }
-            }
-            self.walked.lock().insert(tree);
+            return None;
         }
         let filing = self.filing.read().clone();
-        self.tombstones
-            .iter()
-            .filter(|k| filing.tree_of_storage_key(k.key()) == Some(tree))
-            .map(|k| k.key().clone())
-            .collect()
+        Some(
+            self.tombstones
+                .iter()
+                .filter(|k| filing.tree_of_storage_key(k.key()) == Some(tree))
+                .map(|k| k.key().clone())
+                .collect(),
+        )
+    }
+
+    /// Reads these keys and takes those whose state is tombstones only as reaping candidates
+    /// (blocking: one read each).
+    pub fn walk_for_tombstones(&self, keys: &[Vec<u8>]) {
+        for skey in keys {
+            let tombstone = split_storage_key(skey)
+                .and_then(|(b, k)| self.read(&b, &k).ok().flatten())
+                .is_some_and(|s| s.tombstone_only_since().is_some());
+            if tombstone {
+                self.tombstones.insert(skey.clone());
+            }
+        }
+    }
+
+    /// Every key of `tree` stored before the start has been through `walk_for_tombstones`.
+    pub fn walked(&self, tree: TreeId) {
+        self.walked.lock().insert(tree);
     }
 
     /// The (storage key, state hash) digests of some leaves of a tree, whole leaves in the
     /// order asked, stopping before `max_keys` would be passed (one leaf at least). One walk
     /// of the keydir, reading no value.
     pub fn digests(&self, tree: TreeId, leaves: &[u32], max_keys: usize) -> Vec<Digests> {
-        let wanted: BTreeSet<u32> = leaves.iter().copied().collect();
-        let mut found: BTreeMap<u32, Vec<(Vec<u8>, u64)>> = BTreeMap::new();
+        // Indexed by leaf: this runs once per key of the keydir.
+        let mut wanted = vec![false; merkle::LEAVES];
+        for &leaf in leaves {
+            if let Some(w) = wanted.get_mut(leaf as usize) {
+                *w = true;
+            }
+        }
+        let mut found: Vec<Vec<(Vec<u8>, u64)>> = vec![Vec::new(); merkle::LEAVES];
         let filing = self.filing.read().clone();
         self.storage.for_each_hash(|skey, hash| {
-            let leaf = merkle::leaf_of(skey) as u32;
-            if wanted.contains(&leaf) && filing.tree_of_storage_key(skey) == Some(tree) {
-                found.entry(leaf).or_default().push((skey.to_vec(), hash));
+            let leaf = merkle::leaf_of(skey);
+            if wanted[leaf] && filing.tree_of_storage_key(skey) == Some(tree) {
+                found[leaf].push((skey.to_vec(), hash));
             }
         });
         let mut out = Vec::new();
         let mut total = 0;
-        for leaf in leaves {
-            let keys = found.remove(leaf).unwrap_or_default();
+        for &leaf in leaves {
+            let Some(keys) = found.get_mut(leaf as usize).map(std::mem::take) else {
+                continue;
+            };
             if !out.is_empty() && total + keys.len() > max_keys {
                 break;
             }
             total += keys.len();
-            out.push((*leaf, keys));
+            out.push((leaf, keys));
         }
         out
     }

@@ -137,8 +137,14 @@ struct Output {
     file: BufWriter<File>,
     len: u64,
     dead: u64,
+    /// Bytes written since this output's last fsync.
+    unsynced: u64,
     hint: HintWriter,
 }
+
+/// A merge output is fsynced every this many bytes, so its dirty pages reach the disk a
+/// little at a time instead of in one flush that stalls the writers' own fsyncs.
+const SYNC_EVERY: u64 = 8 * 1024 * 1024;
 
 macro_rules! step {
     ($hook:expr, $report:expr, $step:expr) => {
@@ -304,6 +310,7 @@ impl Inner {
                 file: BufWriter::new(file),
                 len: 0,
                 dead: 0,
+                unsynced: 0,
                 hint: HintWriter::default(),
             });
         }
@@ -317,6 +324,12 @@ impl Inner {
         out.len += len;
         if rec.tombstone {
             out.dead += len;
+        }
+        out.unsynced += len;
+        if out.unsynced >= SYNC_EVERY {
+            out.file.flush()?;
+            out.file.get_ref().sync_data()?;
+            out.unsynced = 0;
         }
         Ok((out.id, offset))
     }

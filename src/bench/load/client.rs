@@ -18,24 +18,45 @@ use crate::api::CONTEXT_HEADER;
 pub enum Api {
     Native,
     Riak,
+    /// etcd's v3 JSON gateway (`POST /v3/kv/range`, `/v3/kv/put`), to measure quorumkv beside
+    /// etcd with the same generator (`scripts/bench-peers.sh`). Reads and writes only.
+    Etcd,
 }
 
 impl Api {
-    /// The path of a key, with `query` (empty, or starting with `?`).
+    /// The path of a key, with `query` (empty, or starting with `?`); for etcd, the key
+    /// itself, which `Client::send` puts in the gateway's JSON body.
     pub fn path(self, bucket: &str, key: &str, query: &str) -> String {
         match self {
             Api::Native => format!("/kv/{bucket}/{key}{query}"),
             Api::Riak => format!("/buckets/{bucket}/keys/{key}{query}"),
+            Api::Etcd => format!("{bucket}/{key}"),
         }
     }
 
     /// The header that carries the causal context.
     fn context_header(self) -> &'static str {
         match self {
-            Api::Native => CONTEXT_HEADER,
+            Api::Native | Api::Etcd => CONTEXT_HEADER,
             Api::Riak => "x-riak-vclock",
         }
     }
+}
+
+/// An etcd gateway call for a GET (range) or PUT (put) of `key`.
+fn etcd_call(method: &Method, key: &str, value: &[u8]) -> (Method, &'static str, Bytes) {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (path, body) = if method == Method::GET {
+        (
+            "/v3/kv/range",
+            serde_json::json!({ "key": b64(key.as_bytes()) }),
+        )
+    } else {
+        let body = serde_json::json!({ "key": b64(key.as_bytes()), "value": b64(value) });
+        ("/v3/kv/put", body)
+    };
+    (Method::POST, path, Bytes::from(body.to_string()))
 }
 
 /// What the bench needs from an answer: the status, and the causal context when one came.
@@ -149,6 +170,10 @@ impl Client {
             _ => self.dial().await?,
         };
         sender.ready().await.map_err(|e| e.to_string())?;
+        let (method, path, body) = match self.api {
+            Api::Etcd => etcd_call(&method, path, &body),
+            _ => (method, path, body),
+        };
         let mut request = Request::builder()
             .method(method)
             .uri(path)
