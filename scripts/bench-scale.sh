@@ -9,7 +9,8 @@
 # Node 1 is filled with `quorumkv bench fill` (stored as client writes are, then merged, as a
 # long-running node keeps its data) and its storage copied to the other two, so the replicas
 # agree and anti-entropy has nothing to do. MODE=catchup leaves node 3 empty instead and
-# reports how fast anti-entropy fills it while the mix runs (DURATION should cover it).
+# reports how fast anti-entropy fills it while the mix runs, and the mix's ops/s during the
+# catch-up against after it (DURATION must outlast the catch-up by 20 s or more).
 # PROFILE=release skips the slow fat-LTO build of the default `dist` profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,19 +89,21 @@ cat "$data"/n*/storage/*.data >/dev/null
 start_dev
 t0=$(date +%s.%N)
 "$bin" bench --keys "$keys" --value-bytes "$value" --no-preload --duration "${duration}s" \
-  --warmup "${warmup}s" --out "$out" >"$out/bench.txt"
+  --warmup "${warmup}s" --out "$out" >"$out/bench.txt" &
+bench=$!
+t1=0
 if [ "$mode" = catchup ]; then
-  # Until node 3 holds every key (anti-entropy, with reads repairing some on the way).
-  until [ "$(curl -sf http://127.0.0.1:8103/admin/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["storage"]["keys"])')" -ge "$keys" ]; do
-    sleep 1
-  done
+  # Until node 3 holds every key (anti-entropy, with read repair filling some on the way).
+  stored() { curl -sf http://127.0.0.1:8103/admin/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["storage"]["keys"])'; }
+  until [ "$(stored)" -ge "$keys" ]; do sleep 1; done
+  t1=$(date +%s.%N)
 fi
-t1=$(date +%s.%N)
+wait "$bench"
 stop_dev
 cat "$out/bench.txt"
-python3 - "$out" "$keys" "$value" "$startup_s" "$empty_kb" "$full_kb" "$mode" "$t0" "$t1" <<'PY' | tee "$out/scale.json"
+python3 - "$out" "$keys" "$value" "$startup_s" "$empty_kb" "$full_kb" "$mode" "$t0" "$t1" "$warmup" <<'PY' | tee "$out/scale.json"
 import glob, json, sys
-out, keys, value, startup, empty_kb, full_kb, mode, t0, t1 = sys.argv[1:]
+out, keys, value, startup, empty_kb, full_kb, mode, t0, t1, warmup = sys.argv[1:]
 keys, value, empty_kb, full_kb = int(keys), int(value), int(empty_kb), int(full_kb)
 summary = json.load(open(sorted(glob.glob(f"{out}/bench-*.json"))[-1]))
 key_bytes = 1 + len("sessions") + len(f"k{keys // 2}")
@@ -116,6 +119,15 @@ if mode == "catchup":
     secs = float(t1) - float(t0)
     row["catchup_s"] = round(secs, 1)
     row["catchup_keys_per_s"] = round(keys / secs)
+    # The bench's seconds count from the end of its warm-up.
+    done = secs - float(warmup)
+    per = summary["per_second"]
+    during = [r["ops"] for r in per if r["second"] < done]
+    after = [r["ops"] for r in per if r["second"] >= done + 2]
+    if during and after:
+        row["ops_per_s_during"] = round(sum(during) / len(during))
+        row["ops_per_s_after"] = round(sum(after) / len(after))
+        row["catchup_cost"] = round(1 - row["ops_per_s_during"] / row["ops_per_s_after"], 3)
 print(json.dumps(row))
 PY
 echo "results in $out"

@@ -11,19 +11,27 @@
 use super::record::{HEADER_LEN, MAX_KEY_LEN};
 
 const MAGIC: &[u8; 8] = b"QKVHINT2";
-const FOOTER_LEN: usize = 8 + 8 + 4;
+pub const FOOTER_LEN: usize = 8 + 8 + 4;
 const ENTRY_FIXED_LEN: usize = 8 + 4 + 4 + 1 + 8 + 4;
 const FLAG_TOMBSTONE: u8 = 1;
 
-/// One record's location as a hint file lists it.
+/// One record's location as a hint file lists it; the key borrows the file's bytes, so that
+/// loading millions of entries allocates nothing per entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HintEntry {
+pub struct HintEntry<'a> {
     pub seq: u64,
     pub offset: u32,
     pub len: u32,
     pub tombstone: bool,
     pub hash: u64,
-    pub key: Vec<u8>,
+    pub key: &'a [u8],
+}
+
+/// How many entries a hint file says it holds (its footer alone; `None` if it has none).
+pub fn count(bytes: &[u8]) -> Option<u64> {
+    let footer = bytes.get(bytes.len().checked_sub(FOOTER_LEN)?..)?;
+    (&footer[..8] == MAGIC)
+        .then(|| u64::from_le_bytes(footer[8..16].try_into().unwrap_or_default()))
 }
 
 /// Builds a hint file's bytes in memory, entry by entry.
@@ -59,7 +67,7 @@ impl HintWriter {
 
 /// Parses a hint file; `None` if it is damaged in any way or points outside a data file of
 /// `data_len` bytes.
-pub fn parse(bytes: &[u8], data_len: u64) -> Option<Vec<HintEntry>> {
+pub fn parse(bytes: &[u8], data_len: u64) -> Option<Vec<HintEntry<'_>>> {
     let body_len = bytes.len().checked_sub(FOOTER_LEN)?;
     let (body, footer) = bytes.split_at(body_len);
     let crc = u32::from_le_bytes(footer[16..20].try_into().ok()?);
@@ -67,7 +75,8 @@ pub fn parse(bytes: &[u8], data_len: u64) -> Option<Vec<HintEntry>> {
         return None;
     }
     let count = u64::from_le_bytes(footer[8..16].try_into().ok()?);
-    let mut entries = Vec::new();
+    // Bounded by the file's own size, whatever the footer claims.
+    let mut entries = Vec::with_capacity((count as usize).min(body.len() / ENTRY_FIXED_LEN));
     let mut pos = 0;
     while pos < body.len() {
         let fixed = body.get(pos..pos + ENTRY_FIXED_LEN)?;
@@ -86,7 +95,7 @@ pub fn parse(bytes: &[u8], data_len: u64) -> Option<Vec<HintEntry>> {
             return None;
         }
         pos += ENTRY_FIXED_LEN;
-        let key = body.get(pos..pos + key_len)?.to_vec();
+        let key = body.get(pos..pos + key_len)?;
         pos += key_len;
         entries.push(HintEntry {
             seq,
@@ -113,9 +122,11 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let entries = parse(&sample(), 56).expect("valid hint");
+        let bytes = sample();
+        let entries = parse(&bytes, 56).expect("valid hint");
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1].key, b"beta");
+        assert_eq!(count(&sample()), Some(2));
         assert!(entries[1].tombstone);
         assert_eq!(entries[0].seq, 5);
         assert_eq!(entries[0].hash, 77);
