@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::error::Result;
 use super::hint;
-use super::keydir::{value_hash, Entry, KeyBytes, Keydir};
+use super::keydir::{self, value_hash, Entry, KeyBytes, Keydir};
 use super::merge::{self, Manifest};
 use super::record::{self, HEADER_LEN};
 use super::segment::{self, data_path, hint_path, sync_dir, Segment, DATA_EXT, HINT_EXT};
@@ -160,7 +160,7 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
         })
         .sum();
     let mut loader = Loader {
-        keydir: Keydir::with_capacity(hinted as usize),
+        keydir: keydir::with_capacity(hinted as usize),
         tombstones: HashMap::new(),
         segments: BTreeMap::new(),
         max_seq: None,
