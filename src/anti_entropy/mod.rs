@@ -334,6 +334,7 @@ async fn repair(
     }
     let mut changed = 0;
     let mut push = Vec::new();
+    let mut take = Vec::new();
     for (_, bucket, key) in named {
         let theirs = fetched.remove(&(bucket.clone(), key.clone()));
         let ours = c.replica().read(&bucket, &key).ok().flatten();
@@ -342,16 +343,21 @@ async fn repair(
             (Some(a), None) | (None, Some(a)) => a.clone(),
             (None, None) => continue,
         };
-        let mut moved = false;
-        if let Some(theirs) = theirs.as_ref().filter(|_| ours.as_ref() != Some(&merged)) {
-            moved |= c.replica().sync(&bucket, &key, theirs).await.is_ok();
+        let pushed = theirs.as_ref() != Some(&merged);
+        if pushed {
+            push.push((bucket.clone(), key.clone(), Blob(merged.encode())));
         }
-        if theirs.as_ref() != Some(&merged) {
-            push.push((bucket, key, Blob(merged.encode())));
-            moved = true;
+        match theirs.filter(|_| ours.as_ref() != Some(&merged)) {
+            Some(theirs) => take.push((bucket, key, theirs, pushed)),
+            None => changed += u64::from(pushed),
         }
-        changed += u64::from(moved);
     }
+    // The batch's local merges at once, so they share their fsyncs (group commit).
+    let taken = futures::future::join_all(take.iter().map(|(bucket, key, theirs, pushed)| async {
+        c.replica().sync(bucket, key, theirs).await.is_ok() || *pushed
+    }))
+    .await;
+    changed += taken.into_iter().filter(|&moved| moved).count() as u64;
     if !push.is_empty() {
         let request = Request::Transfer {
             partition,

@@ -103,14 +103,18 @@ impl Handler for Service {
                     state,
                 }) => Response::Synced(hint(&coordinator, owner, bucket, key, &state).await),
                 Some(Request::Transfer { partition, items }) => {
-                    let mut result = Ok(());
-                    for (bucket, key, state) in items {
-                        if let Err(f) = sync(&coordinator, &bucket, &key, &state.0).await {
+                    // All at once, so the batch shares its fsyncs (group commit) instead of
+                    // waiting for one per key.
+                    let c = &coordinator;
+                    let merges = items.iter().map(|(bucket, key, state)| async move {
+                        let result = sync(c, bucket, key, &state.0).await;
+                        if let Err(f) = &result {
                             tracing::warn!(partition, %bucket, %key, failure = ?f, "could not take a handed-off key");
-                            result = Err(f);
                         }
-                    }
-                    Response::Synced(result)
+                        result
+                    });
+                    let results = futures::future::join_all(merges).await;
+                    Response::Synced(results.into_iter().find(Result::is_err).unwrap_or(Ok(())))
                 }
                 Some(Request::Meta(body)) => {
                     Response::Meta(coordinator.metadata().handle(&from, &body, member).await)
