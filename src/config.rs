@@ -564,8 +564,18 @@ impl Config {
     /// id. Replicas hold the same data and see the same overwrites, so with one threshold they
     /// would all merge at the same moment and the cluster's latency would dip at once.
     fn merge_dead_ratio(&self) -> f64 {
-        let spread = xxhash_rust::xxh3::xxh3_64(self.node_id.as_bytes()) % 1000;
-        0.40 + 0.20 * spread as f64 / 1000.0
+        0.40 + 0.20 * self.merge_spread()
+    }
+
+    /// How long after a merge is due this node starts it: 0 to 30 s, drawn from its id. The
+    /// ratio alone does not stagger an overwrite-only load (see `MergeTrigger::delay`).
+    fn merge_delay(&self) -> Duration {
+        Duration::from_secs_f64(30.0 * self.merge_spread())
+    }
+
+    /// This node's own point in [0, 1), from its id.
+    fn merge_spread(&self) -> f64 {
+        (xxhash_rust::xxh3::xxh3_64(self.node_id.as_bytes()) % 1000) as f64 / 1000.0
     }
 
     pub fn storage_options(&self) -> storage::Options {
@@ -581,6 +591,7 @@ impl Config {
             max_value_bytes: self.storage.max_value_bytes * 2,
             merge_trigger: Some(MergeTrigger {
                 dead_ratio: self.merge_dead_ratio(),
+                delay: self.merge_delay(),
                 min_dead_bytes: 64 * 1024 * 1024,
             }),
             group_commit_delay: Duration::from_micros(self.storage.group_commit_delay_us),
@@ -732,6 +743,16 @@ mod tests {
         assert!(
             ratios.iter().all(|r| (0.40..=0.60).contains(r)),
             "{ratios:?}"
+        );
+        let delays: Vec<Duration> = configs
+            .iter()
+            .filter_map(|c| c.storage_options().merge_trigger.map(|t| t.delay))
+            .collect();
+        assert!(delays.iter().all(|d| d.as_secs() < 30), "{delays:?}");
+        let secs: std::collections::BTreeSet<u64> = delays.iter().map(Duration::as_secs).collect();
+        assert!(
+            secs.len() > 1,
+            "all five nodes start a merge at once: {delays:?}"
         );
         let distinct: std::collections::BTreeSet<u64> =
             ratios.iter().map(|r| (r * 100.0).round() as u64).collect();

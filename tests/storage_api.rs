@@ -89,6 +89,7 @@ fn dead_bytes_trigger_a_merge_by_themselves() {
         merge_trigger: Some(MergeTrigger {
             dead_ratio: 0.5,
             min_dead_bytes: 16 * 1024,
+            delay: Duration::ZERO,
         }),
         ..Options::default()
     };

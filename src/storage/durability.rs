@@ -116,6 +116,11 @@ impl Durability {
         }
     }
 
+    /// Whether the engine is closing (a delayed merge then does not start).
+    pub fn shutting_down(&self) -> bool {
+        self.state.lock().shutdown
+    }
+
     /// Stops the syncer thread at its next wake-up.
     pub fn shutdown(&self) {
         self.state.lock().shutdown = true;

@@ -31,11 +31,16 @@ pub enum SyncPolicy {
 }
 
 /// When merge runs by itself: after a segment is sealed, if the sealed segments hold at least
-/// `min_dead_bytes` of dead records making up at least `dead_ratio` of their bytes.
+/// `min_dead_bytes` of dead records making up at least `dead_ratio` of their bytes, `delay`
+/// later.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MergeTrigger {
     pub dead_ratio: f64,
     pub min_dead_bytes: u64,
+    /// Replicas see the same overwrites and seal segments at the same pace, so a merge due on
+    /// one is due on all at once (under overwrites a sealed segment is nearly all dead the
+    /// moment it seals, whatever the ratio); a delay of each node's own spreads them out.
+    pub delay: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +71,7 @@ impl Default for Options {
             merge_trigger: Some(MergeTrigger {
                 dead_ratio: 0.5,
                 min_dead_bytes: 16 * 1024 * 1024,
+                delay: Duration::ZERO,
             }),
             group_commit_delay: Duration::ZERO,
         }
@@ -435,6 +441,13 @@ impl Storage {
         let spawned = thread::Builder::new()
             .name("storage-merge".into())
             .spawn(move || {
+                let due = std::time::Instant::now();
+                while due.elapsed() < trigger.delay {
+                    if inner.durability.shutting_down() {
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(50).min(trigger.delay));
+                }
                 // Segments sealed while a merge runs are not among its inputs: go again until
                 // the dead bytes are under the trigger.
                 loop {
