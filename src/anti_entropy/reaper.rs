@@ -62,9 +62,7 @@ pub async fn reap_tree(c: &Coordinator, tree: TreeId, grace_ms: u64, now_ms: u64
 /// The first pass over a tree since start: open reads no values, so the tree's tombstones
 /// stored before it are found by reading its keys once, paced. Returns the candidates.
 async fn walk(c: &Coordinator, tree: TreeId) -> Vec<Vec<u8>> {
-    let replica = c.replica().clone();
-    let Ok(keys) = tokio::task::spawn_blocking(move || replica.keys_filed(|t| t == tree)).await
-    else {
+    let Ok(keys) = c.keys_filed(move |t| t == tree).await else {
         return Vec::new();
     };
     for batch in keys.chunks(WALK_BATCH) {

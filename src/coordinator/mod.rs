@@ -136,6 +136,18 @@ impl Coordinator {
         &self.replica
     }
 
+    /// The storage keys filed under the trees `which` picks: a walk of the whole keydir, so
+    /// off the async workers.
+    pub async fn keys_filed(
+        &self,
+        which: impl Fn(crate::replica::merkle::TreeId) -> bool + Send + 'static,
+    ) -> Result<Vec<Vec<u8>>, String> {
+        let replica = self.replica.clone();
+        tokio::task::spawn_blocking(move || replica.keys_filed(which))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     pub fn net(&self) -> &Arc<Net> {
         &self.net
     }

@@ -152,7 +152,7 @@ pub async fn stream_partition(
         ));
     }
     let mut out = Outbox::new(coordinator, p, limit);
-    for skey in filed_keys(coordinator, move |t| t.partition == p).await? {
+    for skey in coordinator.keys_filed(move |t| t.partition == p).await? {
         let Some((bucket, key)) = split_storage_key(&skey) else {
             continue;
         };
@@ -266,7 +266,9 @@ async fn forget_foreign(
     if foreign_trees.is_empty() {
         return Ok(0);
     }
-    let keys = filed_keys(coordinator, move |t| foreign_trees.contains(&t)).await?;
+    let keys = coordinator
+        .keys_filed(move |t| foreign_trees.contains(&t))
+        .await?;
     let mut by_partition: BTreeMap<u32, Vec<(Vec<u8>, String, String)>> = BTreeMap::new();
     for skey in keys {
         let Some((bucket, key)) = split_storage_key(&skey) else {
@@ -302,18 +304,6 @@ async fn forget_foreign(
         }
     }
     Ok(forgot)
-}
-
-/// The keys filed under the trees `which` picks: a walk of the whole keydir, so off the async
-/// workers.
-async fn filed_keys(
-    coordinator: &Coordinator,
-    which: impl Fn(TreeId) -> bool + Send + 'static,
-) -> Result<Vec<Vec<u8>>, String> {
-    let replica = coordinator.replica().clone();
-    tokio::task::spawn_blocking(move || replica.keys_filed(which))
-        .await
-        .map_err(|e| e.to_string())
 }
 
 /// A byte-rate limit for the streams: each sender sleeps off what it sent ahead of the rate.
