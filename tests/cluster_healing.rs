@@ -62,7 +62,12 @@ async fn a_node_that_missed_10000_writes_catches_up_without_reads() {
             let status = c.get(2, "/admin/anti-entropy").await.json();
             status["partitions"]
                 .as_array()
-                .is_some_and(|parts| parts.iter().any(|e| e["keys_repaired"] == 0))
+                // A whole pass of idle exchanges: an exchange that overlapped the repairs
+                // (found leaves differing, then digests already equal) is not one of
+                // identical partitions.
+                .is_some_and(|parts| {
+                    !parts.is_empty() && parts.iter().all(|e| e["keys_repaired"] == 0)
+                })
         })
         .await;
     assert!(idle, "no idle exchange recorded");
