@@ -56,18 +56,31 @@ async fn a_node_that_missed_10000_writes_catches_up_without_reads() {
         "n3 converged on {KEYS} missed keys {:.1} s after healing",
         started.elapsed().as_secs_f64()
     );
-    // Once identical, an exchange repairs nothing and costs one round of group hashes.
-    let idle = c
-        .eventually(Duration::from_secs(30), || async {
+    // Once identical, an exchange repairs nothing and costs one round of group hashes. Read
+    // from exchanges that all began after a whole pass repaired nothing: one that overlapped
+    // the repairs (leaves differing, then digests already equal) is not of identical data.
+    let all_idle_after = |since_ms: u64| {
+        let c = c.clone();
+        async move {
             let status = c.get(2, "/admin/anti-entropy").await.json();
-            status["partitions"]
-                .as_array()
-                // A whole pass of idle exchanges: an exchange that overlapped the repairs
-                // (found leaves differing, then digests already equal) is not one of
-                // identical partitions.
-                .is_some_and(|parts| {
-                    !parts.is_empty() && parts.iter().all(|e| e["keys_repaired"] == 0)
-                })
+            status["partitions"].as_array().is_some_and(|parts| {
+                !parts.is_empty()
+                    && parts.iter().all(|e| {
+                        e["keys_repaired"] == 0
+                            && e["finished_ms"].as_u64().is_some_and(|f| f > since_ms)
+                    })
+            })
+        }
+    };
+    let idle = c
+        .eventually(Duration::from_secs(30), || all_idle_after(0))
+        .await;
+    let settled_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let idle = idle
+        && c.eventually(Duration::from_secs(30), || {
+            all_idle_after(settled_ms + 1000)
         })
         .await;
     assert!(idle, "no idle exchange recorded");
