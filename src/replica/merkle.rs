@@ -12,11 +12,11 @@
 //! hash is the XOR of its leaves. An exchange compares the [`GROUPS`] group hashes, then the
 //! leaves of differing groups, then the key digests of differing leaves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::ring::Ring;
 
@@ -36,10 +36,7 @@ pub fn leaf_of(storage_key: &[u8]) -> usize {
 }
 
 fn item(storage_key: &[u8], hash: u64) -> u64 {
-    let mut h = Xxh3::new();
-    h.update(storage_key);
-    h.update(&hash.to_le_bytes());
-    h.digest()
+    crate::ring::xxh3_of(&[storage_key, &hash.to_le_bytes()])
 }
 
 /// One tree: a partition's keys of the buckets with replication factor `n`.
@@ -134,19 +131,47 @@ pub struct Trees {
 }
 
 impl Trees {
-    /// Trees built in one pass: `visit` is handed a function taking each key's (tree, storage
-    /// key, state hash). Built in a private map first, so the pass takes no shard locks.
-    pub fn build(visit: impl FnOnce(&mut dyn FnMut(TreeId, &[u8], u64))) -> Trees {
-        let mut built: std::collections::HashMap<TreeId, Tree> = Default::default();
-        visit(&mut |id, storage_key, hash| {
-            let tree = built.entry(id).or_insert_with(Tree::new);
-            let leaf = &mut tree.leaves[leaf_of(storage_key)];
-            leaf.hash ^= item(storage_key, hash);
-            leaf.keys += 1;
+    /// Trees built from every key: `visit(part, add)` hands `add` each key's (tree, storage
+    /// key, state hash) of the `part`-th of `parts` disjoint shares of the keys. The shares
+    /// are walked on threads of their own into private maps, which are then combined (XOR
+    /// commutes), so no shard lock is taken per key.
+    pub fn build(
+        parts: usize,
+        visit: impl Fn(usize, &mut dyn FnMut(TreeId, &[u8], u64)) + Sync,
+    ) -> Trees {
+        let visit = &visit;
+        let built: Vec<HashMap<TreeId, Tree>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..parts.max(1))
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut built: HashMap<TreeId, Tree> = HashMap::new();
+                        visit(part, &mut |id, storage_key, hash| {
+                            let tree = built.entry(id).or_insert_with(Tree::new);
+                            let leaf = &mut tree.leaves[leaf_of(storage_key)];
+                            leaf.hash ^= item(storage_key, hash);
+                            leaf.keys += 1;
+                        });
+                        built
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
         });
-        Trees {
-            trees: built.into_iter().collect(),
+        let trees: DashMap<TreeId, Tree> = DashMap::new();
+        for (id, part) in built.into_iter().flatten() {
+            let mut tree = trees.entry(id).or_insert_with(Tree::new);
+            for (leaf, add) in tree.leaves.iter_mut().zip(part.leaves.iter()) {
+                leaf.hash ^= add.hash;
+                leaf.keys += add.keys;
+            }
         }
+        Trees { trees }
     }
 
     /// Records that `storage_key` of tree `id` went from state hash `old` to `new` (`None`:

@@ -12,7 +12,7 @@
 pub mod claim;
 
 use serde::Serialize;
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 /// A ring: the owner of every partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,11 +67,7 @@ impl Ring {
     }
 
     pub fn partition(&self, bucket: &[u8], key: &[u8]) -> u32 {
-        let mut h = Xxh3::new();
-        h.update(&(bucket.len() as u32).to_le_bytes());
-        h.update(bucket);
-        h.update(key);
-        let hash = h.digest();
+        let hash = xxh3_of(&[&(bucket.len() as u32).to_le_bytes(), bucket, key]);
         if self.bits == 0 {
             0
         } else {
@@ -132,9 +128,45 @@ pub fn round_robin(mut members: Vec<String>, ring_size: u32) -> Vec<String> {
         .collect()
 }
 
+/// xxh3 of the concatenation of `parts`: the value a streaming `Xxh3` fed them in turn gives,
+/// without its ~600-byte state when they fit a stack buffer (the hash trees are built by
+/// hashing every key twice this way at start).
+pub fn xxh3_of(parts: &[&[u8]]) -> u64 {
+    const SHORT: usize = 256;
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len <= SHORT {
+        let mut buf = [0u8; SHORT];
+        let mut at = 0;
+        for p in parts {
+            buf[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        return xxh3_64(&buf[..at]);
+    }
+    let mut h = Xxh3::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.digest()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xxh3_of_parts_is_the_streaming_hash_of_their_concatenation() {
+        let bytes: Vec<u8> = (0..700u32).map(|i| (i * 31 % 251) as u8).collect();
+        for len in (0..300).chain([511, 700]) {
+            for cut in [0, len / 3, len] {
+                let (a, b) = bytes[..len].split_at(cut);
+                let mut streaming = Xxh3::new();
+                streaming.update(a);
+                streaming.update(b);
+                assert_eq!(xxh3_of(&[a, b]), streaming.digest(), "len {len} cut {cut}");
+            }
+        }
+    }
 
     fn ring(members: usize, ring_size: u32) -> Ring {
         Ring::new((1..=members).map(|i| format!("n{i}")).collect(), ring_size)

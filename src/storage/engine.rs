@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::durability::Durability;
 use super::error::{Result, StorageError};
-use super::keydir::{value_hash, Entry, KeyBytes, Keydir};
+use super::keydir::{value_hash, Entry, Keydir, SHARDS};
 use super::merge::MergeReport;
 use super::record::{self, FORMAT_MAX_VALUE_LEN, HEADER_LEN, MAX_KEY_LEN};
 use super::recovery::{self, RecoveryReport};
@@ -247,7 +247,7 @@ impl Storage {
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         for _ in 0..READ_RETRIES {
-            let Some(entry) = self.inner.keydir.get(key).map(|e| *e) else {
+            let Some(entry) = self.inner.keydir.get(key) else {
                 return Ok(None);
             };
             // A merge may have retired the segment between the two lookups; look again.
@@ -347,19 +347,27 @@ impl Storage {
 
     /// Calls `f` with every live key and its value's hash, in no particular order, without
     /// reading a value. `f` runs under a keydir shard's read lock: it must be quick.
-    pub fn for_each_hash(&self, mut f: impl FnMut(&[u8], u64)) {
-        for e in self.inner.keydir.iter() {
-            f(e.key().as_slice(), e.value().hash);
-        }
+    pub fn for_each_hash(&self, f: impl FnMut(&[u8], u64)) {
+        self.for_each_hash_part(0, 1, f)
+    }
+
+    /// [`Storage::for_each_hash`] over the `part`-th of `parts` disjoint shares of the keys,
+    /// so that several threads can walk one keydir together.
+    pub fn for_each_hash_part(&self, part: usize, parts: usize, mut f: impl FnMut(&[u8], u64)) {
+        let per = SHARDS.div_ceil(parts.max(1));
+        let shards = (part * per).min(SHARDS)..((part + 1) * per).min(SHARDS);
+        self.inner
+            .keydir
+            .for_each_in(shards, |key, entry| f(key, entry.hash));
     }
 
     /// A snapshot of the live keys, in no particular order.
     pub fn keys(&self) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
         self.inner
             .keydir
-            .iter()
-            .map(|e| e.key().as_slice().to_vec())
-            .collect()
+            .for_each_in(0..SHARDS, |key, _| keys.push(key.to_vec()));
+        keys
     }
 
     /// Every live key with its value, from a snapshot of the keys: a key deleted while the
@@ -533,9 +541,9 @@ impl Inner {
         w.segment.add_total(len);
         let old = if tombstone {
             w.segment.add_dead(len);
-            self.keydir.remove(key).map(|(_, old)| old)
+            self.keydir.remove(key)
         } else {
-            self.keydir.insert(KeyBytes::new(key), entry)
+            self.keydir.insert(key, entry)
         };
         if let Some(old) = &old {
             self.mark_dead(old);

@@ -7,10 +7,11 @@
 //! from it at open and its anti-entropy digests read it, so neither has to read a value nor
 //! keep a second copy of the keys.
 
-use std::borrow::Borrow;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
+use std::ops::Range;
 
-use dashmap::DashMap;
+use hashbrown::HashTable;
+use parking_lot::RwLock;
 
 /// Keys up to this length are stored inline in the map slot.
 pub const INLINE_KEY_LEN: usize = 22;
@@ -67,18 +68,6 @@ impl KeyBytes {
     }
 }
 
-impl Borrow<[u8]> for KeyBytes {
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
-
-impl Hash for KeyBytes {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_slice().hash(state)
-    }
-}
-
 impl PartialEq for KeyBytes {
     fn eq(&self, other: &Self) -> bool {
         self.as_slice() == other.as_slice()
@@ -93,17 +82,150 @@ impl std::fmt::Debug for KeyBytes {
     }
 }
 
-pub type Keydir = DashMap<KeyBytes, Entry>;
+/// Shards of the keydir, each a table behind its own lock. A walk of the keydir (anti-entropy
+/// digests, handoff, reaping) holds one shard's read lock at a time, and an append waiting
+/// for that shard holds the writer lock meanwhile: with 1,024 shards a shard of a 10M-key
+/// keydir is ~10k keys, ~1 ms to walk (4 shards per core stalled every write ~100 ms).
+const SHARD_BITS: u32 = 10;
+pub const SHARDS: usize = 1 << SHARD_BITS;
 
-/// Shards of the keydir. A walk of the keydir (anti-entropy digests, handoff, reaping) holds
-/// one shard's read lock at a time, and an append waiting for that shard holds the writer
-/// lock meanwhile: with 1,024 shards a shard of a 10M-key keydir is ~10k keys, ~1 ms to walk,
-/// where dashmap's default (4 per core) made it 1.25M keys and stalled every write ~100 ms.
-const SHARDS: usize = 1024;
+type Slot = (KeyBytes, Entry);
 
-/// An empty keydir with room for `capacity` keys.
-pub fn with_capacity(capacity: usize) -> Keydir {
-    DashMap::with_capacity_and_hasher_and_shard_amount(capacity, Default::default(), SHARDS)
+/// Live key → newest record, in [`SHARDS`] tables. One hash per operation picks the shard and
+/// the slot: SipHash keyed per process (keys are the clients' choice, so a hash they could
+/// predict would let them make every lookup a collision chain).
+pub struct Keydir {
+    shards: Box<[RwLock<HashTable<Slot>>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Keydir {
+    /// An empty keydir with room for `capacity` keys.
+    pub fn with_capacity(capacity: usize) -> Keydir {
+        let per_shard = capacity.div_ceil(SHARDS);
+        Keydir {
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashTable::with_capacity(per_shard)))
+                .collect(),
+            hasher: Default::default(),
+        }
+    }
+
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The shard a hash belongs to. Not its top 7 bits: the table tags slots with those.
+    pub fn shard_of(hash: u64) -> usize {
+        ((hash << 7) >> (64 - SHARD_BITS)) as usize
+    }
+
+    fn shard(&self, hash: u64) -> &RwLock<HashTable<Slot>> {
+        &self.shards[Self::shard_of(hash)]
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<Entry> {
+        let hash = self.hash(key);
+        let shard = self.shard(hash).read();
+        shard.find(hash, |s| s.0.as_slice() == key).map(|s| s.1)
+    }
+
+    pub fn contains_key(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Points `key` at `entry`; returns the entry it replaced.
+    pub fn insert(&self, key: &[u8], entry: Entry) -> Option<Entry> {
+        let hash = self.hash(key);
+        let mut shard = self.shard(hash).write();
+        ShardMut {
+            table: &mut shard,
+            hasher: &self.hasher,
+        }
+        .insert(hash, key, entry)
+    }
+
+    /// Forgets `key`; returns the entry it had.
+    pub fn remove(&self, key: &[u8]) -> Option<Entry> {
+        let hash = self.hash(key);
+        let mut shard = self.shard(hash).write();
+        ShardMut {
+            table: &mut shard,
+            hasher: &self.hasher,
+        }
+        .remove(hash, key)
+    }
+
+    /// Lets `change` edit the entry of `key` in place, under its shard's lock; false if the
+    /// key is absent or `change` declined (returned false).
+    pub fn modify(&self, key: &[u8], change: impl FnOnce(&mut Entry) -> bool) -> bool {
+        let hash = self.hash(key);
+        let mut shard = self.shard(hash).write();
+        shard
+            .find_mut(hash, |s| s.0.as_slice() == key)
+            .is_some_and(|s| change(&mut s.1))
+    }
+
+    /// Calls `f` with every live key and entry of the shards in `shards`, holding one shard's
+    /// read lock at a time.
+    pub fn for_each_in(&self, shards: Range<usize>, mut f: impl FnMut(&[u8], &Entry)) {
+        for shard in &self.shards[shards] {
+            for (key, entry) in shard.read().iter() {
+                f(key.as_slice(), entry);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// Every shard, to fill without locks while nothing else can see the keydir (open builds
+    /// each shard in one go, on several threads).
+    pub fn shards_mut(&mut self) -> Vec<ShardMut<'_>> {
+        let hasher = &self.hasher;
+        self.shards
+            .iter_mut()
+            .map(|s| ShardMut {
+                table: s.get_mut(),
+                hasher,
+            })
+            .collect()
+    }
+}
+
+/// One shard's table, borrowed for writing; operations take the key's [`Keydir::hash`].
+pub struct ShardMut<'a> {
+    table: &'a mut HashTable<Slot>,
+    hasher: &'a std::collections::hash_map::RandomState,
+}
+
+impl ShardMut<'_> {
+    pub fn get(&self, hash: u64, key: &[u8]) -> Option<Entry> {
+        self.table
+            .find(hash, |s| s.0.as_slice() == key)
+            .map(|s| s.1)
+    }
+
+    pub fn insert(&mut self, hash: u64, key: &[u8], entry: Entry) -> Option<Entry> {
+        if let Some(slot) = self.table.find_mut(hash, |s| s.0.as_slice() == key) {
+            return Some(std::mem::replace(&mut slot.1, entry));
+        }
+        let hasher = self.hasher;
+        self.table
+            .insert_unique(hash, (KeyBytes::new(key), entry), |s| {
+                hasher.hash_one(s.0.as_slice())
+            });
+        None
+    }
+
+    pub fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Entry> {
+        let found = self
+            .table
+            .find_entry(hash, |s| s.0.as_slice() == key)
+            .ok()?;
+        Some(found.remove().0 .1)
+    }
 }
 
 #[cfg(test)]
@@ -113,12 +235,12 @@ mod tests {
     #[test]
     fn slot_stays_small() {
         assert_eq!(std::mem::size_of::<KeyBytes>(), 24);
-        assert_eq!(std::mem::size_of::<(KeyBytes, Entry)>(), 48);
+        assert_eq!(std::mem::size_of::<Slot>(), 48);
     }
 
     #[test]
     fn inline_and_heap_keys_look_up_by_slice() {
-        let map = with_capacity(0);
+        let map = Keydir::with_capacity(0);
         let short = b"short".to_vec();
         let long = vec![7u8; 100];
         let e = Entry {
@@ -127,10 +249,36 @@ mod tests {
             len: 4,
             hash: 5,
         };
-        map.insert(KeyBytes::new(&short), e);
-        map.insert(KeyBytes::new(&long), e);
-        assert!(map.contains_key(short.as_slice()));
-        assert!(map.contains_key(long.as_slice()));
-        assert!(!map.contains_key(b"other".as_slice()));
+        assert_eq!(map.insert(&short, e), None);
+        assert_eq!(map.insert(&long, e), None);
+        let moved = Entry { offset: 9, ..e };
+        assert_eq!(map.insert(&long, moved), Some(e));
+        assert_eq!(map.get(&short), Some(e));
+        assert_eq!(map.get(&long), Some(moved));
+        assert!(!map.contains_key(b"other"));
+        assert_eq!(map.len(), 2);
+        assert!(!map.modify(b"other", |_| true));
+        assert!(!map.modify(&short, |_| false));
+        assert!(map.modify(&short, |e| {
+            e.len = 8;
+            true
+        }));
+        assert_eq!(map.get(&short).map(|e| e.len), Some(8));
+        assert_eq!(map.remove(&short), Some(Entry { len: 8, ..e }));
+        assert_eq!(map.remove(&short), None);
+        let mut seen = Vec::new();
+        map.for_each_in(0..SHARDS, |k, _| seen.push(k.to_vec()));
+        assert_eq!(seen, vec![long.clone()]);
+    }
+
+    #[test]
+    fn keys_spread_over_all_shards() {
+        let map = Keydir::with_capacity(0);
+        let mut used = vec![0u32; SHARDS];
+        for i in 0..SHARDS * 64 {
+            used[Keydir::shard_of(map.hash(format!("key{i}").as_bytes()))] += 1;
+        }
+        // 64 a shard on average; a shard selection that ignored bits would leave some empty.
+        assert!(used.iter().all(|&n| n > 16), "{:?}", used.iter().min());
     }
 }

@@ -251,15 +251,14 @@ impl Inner {
             }
         }
         for m in moved {
-            let swapped = self
-                .keydir
-                .get_mut(m.key.as_slice())
-                .filter(|e| e.is_at(m.from.0, m.from.1))
-                .map(|mut e| {
+            let swapped = self.keydir.modify(&m.key, |e| {
+                let here = e.is_at(m.from.0, m.from.1);
+                if here {
                     e.segment = m.to.0;
                     e.offset = m.to.1;
-                })
-                .is_some();
+                }
+                here
+            });
             if !swapped {
                 // Overwritten or deleted while we copied: the copy is already dead.
                 if let Some(s) = finished.iter().find(|s| s.id == m.to.0) {
