@@ -28,6 +28,7 @@ pub mod coordinator;
 pub mod meta;
 pub mod net;
 pub mod node;
+pub mod parallel;
 pub mod replica;
 pub mod ring;
 pub mod rpc;

@@ -139,30 +139,22 @@ impl Trees {
         parts: usize,
         visit: impl Fn(usize, &mut dyn FnMut(TreeId, &[u8], u64)) + Sync,
     ) -> Trees {
-        let visit = &visit;
-        let built: Vec<HashMap<TreeId, Tree>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..parts.max(1))
-                .map(|part| {
-                    scope.spawn(move || {
-                        let mut built: HashMap<TreeId, Tree> = HashMap::new();
-                        visit(part, &mut |id, storage_key, hash| {
-                            let tree = built.entry(id).or_insert_with(Tree::new);
-                            let leaf = &mut tree.leaves[leaf_of(storage_key)];
-                            leaf.hash ^= item(storage_key, hash);
-                            leaf.keys += 1;
-                        });
-                        built
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
-        });
+        let parts: Vec<usize> = (0..parts.max(1)).collect();
+        let built = crate::parallel::on_threads(
+            parts.len(),
+            &parts,
+            HashMap::<TreeId, Tree>::new,
+            |built, &part| {
+                visit(part, &mut |id, storage_key, hash| {
+                    let tree = built.entry(id).or_insert_with(Tree::new);
+                    let leaf = &mut tree.leaves[leaf_of(storage_key)];
+                    leaf.hash ^= item(storage_key, hash);
+                    leaf.keys += 1;
+                });
+                Ok::<(), std::convert::Infallible>(())
+            },
+        )
+        .unwrap_or_else(|never| match never {});
         let trees: DashMap<TreeId, Tree> = DashMap::new();
         for (id, part) in built.into_iter().flatten() {
             let mut tree = trees.entry(id).or_insert_with(Tree::new);

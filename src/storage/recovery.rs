@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::error::Result;
+use super::error::{Result, StorageError};
 use super::hint;
 use super::keydir::{value_hash, Entry, KeyBytes, Keydir, ShardMut, SHARDS};
 use super::merge::{self, Manifest};
@@ -170,37 +169,6 @@ fn open_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
-/// Runs `work` on `threads` threads over items taken from `items` in turn; each thread's
-/// results, in no particular order.
-fn on_threads<I: Sync, T: Send>(
-    threads: usize,
-    items: &[I],
-    init: impl Fn() -> T + Sync,
-    work: impl Fn(&mut T, &I) -> Result<()> + Sync,
-) -> Result<Vec<T>> {
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads.clamp(1, items.len().max(1)))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut state = init();
-                    while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        work(&mut state, item)?;
-                    }
-                    Ok(state)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
-}
-
 pub(super) fn recover(dir: &Path) -> Result<Recovered> {
     let started = std::time::Instant::now();
     let mut report = RecoveryReport {
@@ -262,7 +230,7 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
     let threads = open_threads();
     let expected = hinted as usize / threads;
     let files: Vec<&Arc<Segment>> = segments.values().collect();
-    let gathered = on_threads(
+    let gathered = crate::parallel::on_threads::<_, _, StorageError>(
         threads,
         &files,
         || Gathered::new(expected),
@@ -295,7 +263,7 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
         .zip(by_shard)
         .map(|job| parking_lot::Mutex::new(Some(job)))
         .collect();
-    on_threads(
+    crate::parallel::on_threads::<_, _, StorageError>(
         threads,
         &jobs,
         || (),
