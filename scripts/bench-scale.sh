@@ -11,6 +11,7 @@
 # agree and anti-entropy has nothing to do. MODE=catchup leaves node 3 empty instead and
 # reports how fast anti-entropy fills it while the mix runs, and the mix's ops/s during the
 # catch-up against after it (DURATION must outlast the catch-up by 20 s or more).
+# REPAIR_RATE sets each node's `[anti_entropy] repair_bytes_per_sec` (default 512 KiB/s).
 # PROFILE=release skips the slow fat-LTO build of the default `dist` profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,13 +23,15 @@ duration=${DURATION:-20}
 warmup=${WARMUP:-0}
 mode=${MODE:-steady}
 profile=${PROFILE:-dist}
+dev_flags=()
+[ -n "${REPAIR_RATE:-}" ] && dev_flags=(--repair-bytes-per-sec "$REPAIR_RATE")
 cargo build --profile "$profile" --quiet
 bin="$PWD/target/$profile/quorumkv"
 data=$(mktemp -d "${TMPDIR:-/var/tmp}/qkv-scale.XXXXXX")
 out="results/scale-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 dev=
-trap 'kill -TERM $dev 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$data"' EXIT
+trap '[ -z "$dev" ] || kill -TERM "$dev" 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$data"' EXIT
 
 # Waits for a healthy node on port $1; gives up if process $2 is gone.
 healthy() {
@@ -39,7 +42,7 @@ healthy() {
 }
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 start_dev() {
-  "$bin" dev --data-dir "$data" >>"$data/dev.log" 2>&1 &
+  "$bin" dev --data-dir "$data" "${dev_flags[@]}" >>"$data/dev.log" 2>&1 &
   dev=$!
   for port in 8101 8102 8103; do healthy "$port" "$dev"; done
 }
@@ -102,13 +105,14 @@ wait "$bench"
 stop_dev
 cat "$out/bench.txt"
 python3 - "$out" "$keys" "$value" "$startup_s" "$empty_kb" "$full_kb" "$mode" "$t0" "$t1" "$warmup" <<'PY' | tee "$out/scale.json"
-import glob, json, sys
+import glob, json, os, sys
 out, keys, value, startup, empty_kb, full_kb, mode, t0, t1, warmup = sys.argv[1:]
 keys, value, empty_kb, full_kb = int(keys), int(value), int(empty_kb), int(full_kb)
 summary = json.load(open(sorted(glob.glob(f"{out}/bench-*.json"))[-1]))
 key_bytes = 1 + len("sessions") + len(f"k{keys // 2}")
 per_key = (full_kb - empty_kb) * 1024 / keys
 row = {
+    "mode": mode, "repair_rate": os.environ.get("REPAIR_RATE", "default"),
     "keys": keys, "value_bytes": value, "startup_s": round(float(startup), 2),
     "rss_mb": round(full_kb / 1024), "bytes_per_key": round(per_key),
     "bytes_per_key_beyond_key": round(per_key - key_bytes),

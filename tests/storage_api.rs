@@ -55,6 +55,41 @@ fn a_directory_is_opened_by_one_engine_at_a_time() {
 }
 
 #[test]
+fn restarts_leave_no_empty_segments_behind() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_files = || {
+        let mut names: Vec<String> = fs::read_dir(tmp.path())
+            .expect("read dir")
+            .map(|e| {
+                e.expect("dirent")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|n| n.ends_with(".data"))
+            .collect();
+        names.sort();
+        names
+    };
+    let storage = open(tmp.path(), &Options::default());
+    storage.put(b"k", b"v").expect("put");
+    drop(storage);
+    for _ in 0..3 {
+        drop(open(tmp.path(), &Options::default()));
+    }
+    let before = data_files();
+    // The segment holding `k`, and the empty active segment of the last start.
+    assert_eq!(before.len(), 2, "{before:?}");
+    let storage = open(tmp.path(), &Options::default());
+    assert_eq!(storage.get(b"k").expect("get"), Some(b"v".to_vec()));
+    let after = data_files();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(after[0], before[0]);
+    // The removed file's id is not handed out again.
+    assert!(after[1] > before[1], "{before:?} then {after:?}");
+}
+
+#[test]
 fn stats_and_iteration_follow_the_data() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let storage = open(tmp.path(), &small_segments(1 << 20));

@@ -100,6 +100,7 @@ pub async fn run(
         repair_bytes_per_sec,
     } = pacing;
     let limit = Limiter::new(repair_bytes_per_sec);
+    let mut walks = reaper::Walks::default();
     let me = coordinator.me().to_owned();
     let mut round: usize = 0;
     loop {
@@ -133,7 +134,8 @@ pub async fn run(
             tokio::time::sleep(spacing).await;
             if *reaps {
                 let grace = tombstone_grace.as_millis() as u64;
-                let reaped = reaper::reap_tree(&coordinator, *tree, grace, clock.now_ms()).await;
+                let reaped =
+                    reaper::reap_tree(&coordinator, &mut walks, *tree, grace, clock.now_ms()).await;
                 if reaped > 0 {
                     stats.tombstones_reaped.fetch_add(reaped, Ordering::Relaxed);
                     tracing::debug!(partition, reaped, "tombstones reaped");

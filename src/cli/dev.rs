@@ -54,6 +54,10 @@ pub struct DevArgs {
     /// folder on first use, and prints how clients use them.
     #[arg(long, conflicts_with = "no_secret")]
     secure: bool,
+    /// How fast each node's anti-entropy may repair (`[anti_entropy] repair_bytes_per_sec`;
+    /// default 512 KiB/s): what a catch-up costs clients is measured at several rates.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    repair_bytes_per_sec: Option<u64>,
 }
 
 /// The certificate, key and tokens file of `dev --secure`, and the token's own file.
@@ -141,6 +145,9 @@ pub fn run(args: DevArgs) -> ExitCode {
         config.defaults.conflict = args.conflict;
         config.worker_threads = Some(threads);
         config.security.cluster_secret_file.clone_from(&secret);
+        if let Some(rate) = args.repair_bytes_per_sec {
+            config.anti_entropy.repair_bytes_per_sec = rate;
+        }
         if let Some(files) = &secure {
             config.http.tls_cert_file = Some(files.cert.clone());
             config.http.tls_key_file = Some(files.key.clone());

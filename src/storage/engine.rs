@@ -460,9 +460,11 @@ impl Storage {
                 // the dead bytes are under the trigger.
                 loop {
                     let sealed = inner.sealed_ids();
+                    let started = std::time::Instant::now();
                     match inner.merge(&sealed, &mut |_| std::ops::ControlFlow::Continue(())) {
                         Ok(report) => {
-                            tracing::info!(dir = %inner.dir.display(), ?report, "merge done");
+                            let ms = started.elapsed().as_millis() as u64;
+                            tracing::info!(dir = %inner.dir.display(), ms, ?report, "merge done");
                             if report.inputs.is_empty() || !inner.merge_due(trigger) {
                                 return;
                             }

@@ -178,12 +178,20 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
 
     let mut data_ids = Vec::new();
     let mut hint_ids = Vec::new();
+    // Ids are never reused, even those of files removed here.
+    let mut last_id = 0;
     for dirent in fs::read_dir(dir)? {
-        let name = dirent?.file_name();
+        let dirent = dirent?;
+        let name = dirent.file_name();
         let Some((id, ext, false)) = name.to_str().and_then(segment::parse_name) else {
             continue;
         };
+        last_id = last_id.max(id);
         match ext {
+            // Every start leaves the previous active segment behind; one that never got a
+            // record holds nothing, and open would otherwise scan it at every start until
+            // a merge.
+            DATA_EXT if dirent.metadata()?.len() == 0 => fs::remove_file(dirent.path())?,
             DATA_EXT => data_ids.push(id),
             HINT_EXT => hint_ids.push(id),
             _ => {}
@@ -317,7 +325,7 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
         keydir,
         segments,
         next_seq: max_seq.map_or(1, |s| s + 1),
-        next_segment_id: data_ids.last().map_or(1, |id| id + 1),
+        next_segment_id: last_id + 1,
         report,
     })
 }
