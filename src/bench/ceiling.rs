@@ -363,7 +363,9 @@ async fn serve(args: &CeilingArgs) -> Result<(), String> {
             ""
         }
     );
-    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+    // SIGTERM too (scripts stop it so): returning drops `_children`, which stops the
+    // replicas; left running, they would answer the next ceiling's coordinators.
+    crate::cli::wait_for_stop_signal().await;
     for server in servers {
         server.abort();
     }

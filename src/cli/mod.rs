@@ -329,7 +329,7 @@ async fn stdin_closed() {
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM, the signal service managers stop a process with.
-async fn wait_for_stop_signal() {
+pub(crate) async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let term = async {
         match signal(SignalKind::terminate()) {
