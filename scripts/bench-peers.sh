@@ -28,7 +28,9 @@ stop_all() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
-  while pgrep -f "serve --config $data" >/dev/null; do sleep 0.1; done
+  # Nodes and a ceiling's replica processes are children: wait until they are gone too, or
+  # the next target's run would be answered by them.
+  while pgrep -f "serve --config $data|bench ceiling" >/dev/null; do sleep 0.1; done
 }
 up() { until curl -s -o /dev/null "$@"; do sleep 0.1; done; }
 # Runs the mix; $1 names the run, the rest are extra bench flags. Prints "ops/s p99_ms".
