@@ -123,6 +123,20 @@ impl Tree {
     }
 }
 
+/// One thread's share of the trees being built at open, in a map of its own.
+#[derive(Default)]
+pub struct TreesPart(HashMap<TreeId, Tree>);
+
+impl TreesPart {
+    /// Files a key's (tree, storage key, state hash).
+    pub fn add(&mut self, id: TreeId, storage_key: &[u8], hash: u64) {
+        let tree = self.0.entry(id).or_insert_with(Tree::new);
+        let leaf = &mut tree.leaves[leaf_of(storage_key)];
+        leaf.hash ^= item(storage_key, hash);
+        leaf.keys += 1;
+    }
+}
+
 /// The trees this node stores keys in, each behind its own shard lock so writes to different
 /// partitions do not contend.
 #[derive(Default)]
@@ -131,32 +145,11 @@ pub struct Trees {
 }
 
 impl Trees {
-    /// Trees built from every key: `visit(part, add)` hands `add` each key's (tree, storage
-    /// key, state hash) of the `part`-th of `parts` disjoint shares of the keys. The shares
-    /// are walked on threads of their own into private maps, which are then combined (XOR
-    /// commutes), so no shard lock is taken per key.
-    pub fn build(
-        parts: usize,
-        visit: impl Fn(usize, &mut dyn FnMut(TreeId, &[u8], u64)) + Sync,
-    ) -> Trees {
-        let parts: Vec<usize> = (0..parts.max(1)).collect();
-        let built = crate::parallel::on_threads(
-            parts.len(),
-            &parts,
-            HashMap::<TreeId, Tree>::new,
-            |built, &part| {
-                visit(part, &mut |id, storage_key, hash| {
-                    let tree = built.entry(id).or_insert_with(Tree::new);
-                    let leaf = &mut tree.leaves[leaf_of(storage_key)];
-                    leaf.hash ^= item(storage_key, hash);
-                    leaf.keys += 1;
-                });
-                Ok::<(), std::convert::Infallible>(())
-            },
-        )
-        .unwrap_or_else(|never| match never {});
+    /// The trees of every key, from the shares several threads built of them (XOR commutes,
+    /// so the shares combine in any order, and no shard lock is taken per key).
+    pub fn combine(parts: impl IntoIterator<Item = TreesPart>) -> Trees {
         let trees: DashMap<TreeId, Tree> = DashMap::new();
-        for (id, part) in built.into_iter().flatten() {
+        for (id, part) in parts.into_iter().flat_map(|p| p.0) {
             let mut tree = trees.entry(id).or_insert_with(Tree::new);
             for (leaf, add) in tree.leaves.iter_mut().zip(part.leaves.iter()) {
                 leaf.hash ^= add.hash;

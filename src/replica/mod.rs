@@ -135,27 +135,29 @@ impl Replica {
     ) -> Result<Replica, ReplicaError> {
         std::fs::create_dir_all(dir).map_err(ReplicaError::Identity)?;
         let max_state_bytes = options.max_value_bytes;
-        let storage = Storage::open(dir.join("storage"), options.clone())?;
+        // The hash trees are built from the keydir's hashes as open fills it (no value is
+        // read), each shard's keys while the shard is in cache, on open's threads.
+        let (storage, parts) = Storage::open_visiting(
+            dir.join("storage"),
+            options.clone(),
+            TreesPart::default,
+            |part, skey, hash| {
+                if let Some(tree) = filing.tree_of_storage_key(skey) {
+                    part.add(tree, skey, hash);
+                }
+            },
+        )?;
+        let combined = Instant::now();
+        let trees = Trees::combine(parts);
+        tracing::info!(
+            keys = storage.stats().keys,
+            ms = combined.elapsed().as_millis() as u64,
+            "hash trees combined"
+        );
         let hints = Hints::open(&dir.join("hints"), options)?;
         for key in &storage.recovery_report().suspect_keys {
             tracing::warn!(key = %String::from_utf8_lossy(key), "stored key damaged; it needs repair from another replica");
         }
-        // From the keydir's hashes: no value is read, and the keydir's shards are shared out
-        // among threads, so this costs ~100 ns a key over however many cores there are.
-        let built = Instant::now();
-        let parts = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-        let trees = Trees::build(parts, |part, add| {
-            storage.for_each_hash_part(part, parts, |skey, hash| {
-                if let Some(tree) = filing.tree_of_storage_key(skey) {
-                    add(tree, skey, hash);
-                }
-            })
-        });
-        tracing::info!(
-            keys = storage.stats().keys,
-            ms = built.elapsed().as_millis() as u64,
-            "hash trees built"
-        );
         let epoch = settle_epoch(dir, random).map_err(ReplicaError::Identity)?;
         let actor = Actor::new(format!("{node_id}.{epoch}"));
         tracing::info!(%actor, "replica open");
@@ -716,7 +718,7 @@ mod hints;
 pub mod merkle;
 
 pub use hints::{HintKey, Hints};
-use merkle::{Filing, TreeId, Trees};
+use merkle::{Filing, TreeId, Trees, TreesPart};
 
 /// One leaf's digests: the leaf, and its (storage key, state hash) pairs.
 pub type Digests = (u32, Vec<(Vec<u8>, u64)>);

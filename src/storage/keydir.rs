@@ -219,6 +219,13 @@ impl ShardMut<'_> {
         None
     }
 
+    /// Calls `f` with every key and entry of the shard.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &Entry)) {
+        for (key, entry) in self.table.iter() {
+            f(key.as_slice(), entry);
+        }
+    }
+
     pub fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Entry> {
         let found = self
             .table

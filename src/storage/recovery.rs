@@ -169,7 +169,14 @@ fn open_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
-pub(super) fn recover(dir: &Path) -> Result<Recovered> {
+/// Rebuilds the keydir of `dir`; also hands `visit` each live key and its value hash once, on
+/// the thread that built the key's shard right after building it (while the shard is in the
+/// CPU's cache), with that thread's own state from `init`. Returns every thread's state.
+pub(super) fn recover<S: Send>(
+    dir: &Path,
+    init: impl Fn() -> S + Sync,
+    visit: impl Fn(&mut S, &[u8], u64) + Sync,
+) -> Result<(Recovered, Vec<S>)> {
     let started = std::time::Instant::now();
     let mut report = RecoveryReport {
         merge_rolled_forward: settle_merge(dir)?,
@@ -271,11 +278,8 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
         .zip(by_shard)
         .map(|job| parking_lot::Mutex::new(Some(job)))
         .collect();
-    crate::parallel::on_threads::<_, _, StorageError>(
-        threads,
-        &jobs,
-        || (),
-        |(), job| {
+    let visited =
+        crate::parallel::on_threads::<_, _, StorageError>(threads, &jobs, init, |state, job| {
             let Some((mut shard, found)) = job.lock().take() else {
                 return Ok(());
             };
@@ -286,9 +290,9 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
             for f in found.into_iter().flatten() {
                 build.apply(&mut shard, f)?;
             }
+            shard.for_each(|key, entry| visit(state, key, entry.hash));
             Ok(())
-        },
-    )?;
+        })?;
     drop(jobs);
     for (what, d) in report
         .damaged
@@ -321,13 +325,14 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered> {
     );
     report.damaged.sort_by_key(|d| (d.segment, d.offset));
     report.truncated.sort_by_key(|d| d.segment);
-    Ok(Recovered {
+    let recovered = Recovered {
         keydir,
         segments,
         next_seq: max_seq.map_or(1, |s| s + 1),
         next_segment_id: last_id + 1,
         report,
-    })
+    };
+    Ok((recovered, visited))
 }
 
 /// Finishes a committed merge (its `MERGE` manifest exists and is valid) or discards an
