@@ -267,3 +267,56 @@ fn a_flipped_bit_in_a_segment_opened_from_its_hint_is_caught_when_read() {
     }
     assert_eq!(corrupt, 1, "exactly the damaged record is reported corrupt");
 }
+
+/// Under `sync = always` the writer fills the active segment with zeros ahead of its appends
+/// (an fdatasync over zeros already on disk writes no block map). A crash leaves them after
+/// the last record: reopening keeps every record, cuts the zeros, and reports no damage. A
+/// sealed or cleanly closed segment ends at its last record.
+#[test]
+fn zeros_written_ahead_are_cut_without_damage() {
+    const SEGMENT: u64 = 4096;
+    let ends_with_a_record = |path: &Path| {
+        let bytes = fs::read(path).expect("read segment");
+        bytes.last().is_some_and(|&b| b != 0)
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("live");
+    let options = Options {
+        sync: quorumkv::storage::SyncPolicy::Always,
+        ..small_segments(SEGMENT)
+    };
+    let mut model = BTreeMap::new();
+    let storage = open(&dir, &options);
+    for i in 0..400u32 {
+        let key = format!("key-{}", i % 70).into_bytes();
+        let value = format!("value {i}").into_bytes();
+        storage.put(&key, &value).expect("put");
+        model.insert(key, value);
+    }
+    let mut segments = files_with_ext(&dir, "data");
+    let active = segments.pop().expect("active segment");
+    assert!(segments.len() >= 2, "expected sealed segments");
+    for sealed in &segments {
+        assert!(
+            ends_with_a_record(sealed),
+            "{} ends in zeros",
+            sealed.display()
+        );
+    }
+    assert_eq!(fs::metadata(&active).expect("stat").len(), SEGMENT);
+    assert!(!ends_with_a_record(&active), "no zeros written ahead");
+
+    // The disk as a crash would leave it: records, then zeros.
+    let crashed = copy_dir(&dir, &tmp.path().join("crashed"));
+    let reopened = open(&crashed, &options);
+    assert_matches(&reopened, &model, "after a crash");
+    let report = reopened.recovery_report();
+    assert!(report.truncated.is_empty(), "zeros reported as a torn tail");
+    assert!(report.damaged.is_empty() && report.suspect_keys.is_empty());
+    let name = active.file_name().expect("name");
+    assert!(ends_with_a_record(&crashed.join(name)), "zeros not cut");
+    drop(reopened);
+
+    drop(storage);
+    assert!(ends_with_a_record(&active), "a clean close left zeros");
+}

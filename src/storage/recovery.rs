@@ -456,11 +456,15 @@ fn scan_segment(keydir: &Keydir, segment: &Segment, out: &mut Gathered) -> Resul
     if let Some(at) = outcome.garbage_tail_at {
         segment.file.set_len(at)?;
         segment.file.sync_all()?;
-        out.report.truncated.push(Damage {
-            segment: segment.id,
-            offset: at,
-            bytes: len - at,
-        });
+        // Zeros are space the writer filled ahead of its appends (`sync = always`), not
+        // damage: nothing was ever written there.
+        if buf[at as usize..].iter().any(|&b| b != 0) {
+            out.report.truncated.push(Damage {
+                segment: segment.id,
+                offset: at,
+                bytes: len - at,
+            });
+        }
     }
     out.report.suspect_keys.extend(outcome.suspect_keys);
     Ok(())
