@@ -10,7 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddia_shopping_cart_through_different_coordinators() {
     let c = TestCluster::start(3).await;
-    let cart = "/kv/carts/ddia?return_body=true";
+    // w=all: the siblings each step names are those on its coordinator, which must already
+    // hold the step before; with w=2 the third replica may still be applying it.
+    let cart = "/kv/carts/ddia?return_body=true&w=all";
     // 1. Client 1 adds milk through n1.
     let a1 = c.put(0, cart, None, "milk").await;
     assert_eq!(a1.status, StatusCode::OK);
