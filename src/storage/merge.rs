@@ -17,6 +17,7 @@ use std::sync::Arc;
 use super::engine::Inner;
 use super::error::Result;
 use super::hint::HintWriter;
+use super::keydir::SHARDS;
 use super::record;
 use super::segment::{data_path, hint_path, merging, sync_dir, Segment};
 
@@ -174,6 +175,11 @@ impl Inner {
         // Dropping a tombstone is safe only if every older record of its key is dropped too,
         // which holds only when the inputs are all the sealed segments.
         let full = inputs == sealed;
+        let unread = if full {
+            self.unreferenced(&inputs)
+        } else {
+            Vec::new()
+        };
 
         let mut outputs: Vec<Output> = Vec::new();
         let mut moved = Vec::new();
@@ -183,6 +189,9 @@ impl Inner {
             };
             let len = segment.file.metadata()?.len();
             report.bytes_before += len;
+            if unread.contains(&id) {
+                continue;
+            }
             let mut copy_err = None;
             let read_at = |buf: &mut [u8], at: u64| segment.file.read_exact_at(buf, at);
             record::scan_windowed(len, READ_WINDOW, read_at, |offset, rec, raw| {
@@ -286,6 +295,26 @@ impl Inner {
         fs::remove_file(self.dir.join(MANIFEST))?;
         sync_dir(&self.dir)?;
         Ok(report)
+    }
+
+    /// The inputs of a full merge that no keydir entry points into. Such a segment holds nothing
+    /// the merge would keep: no live record, and only tombstones a full merge drops. It is
+    /// retired without being read; under overwrites that is nearly every input (a 10,000-key
+    /// merge read 134 MB to keep 3 records). No new entry can point into a sealed segment
+    /// while the merge lock is held: writes go to the active segment.
+    pub(super) fn unreferenced(&self, inputs: &[u32]) -> Vec<u32> {
+        let mut referenced = vec![false; inputs.len()];
+        self.keydir.for_each_in(0..SHARDS, |_, entry| {
+            if let Ok(i) = inputs.binary_search(&entry.segment) {
+                referenced[i] = true;
+            }
+        });
+        inputs
+            .iter()
+            .zip(referenced)
+            .filter(|(_, referenced)| !referenced)
+            .map(|(&id, _)| id)
+            .collect()
     }
 
     /// Appends a record's raw bytes to the current output, starting a new output when full.

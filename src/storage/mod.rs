@@ -46,6 +46,8 @@
 //! A tombstone must outlive every older record of its key, or a reopen resurrects the value
 //! (Bitcask issue #82). Merge therefore drops a tombstone only when its input is *every* sealed
 //! segment; a merge of some segments keeps the tombstones of keys that are still deleted.
+//! For the same reason a merge of every sealed segment retires, unread, each input that no
+//! keydir entry points into: it holds nothing that merge would keep.
 //! A merge is atomic across crashes: outputs are written under `.merging` names and fsynced,
 //! then the `MERGE` manifest (inputs, outputs, crc) is written, fsynced and renamed into place,
 //! which is the commit point; then outputs are renamed and inputs deleted. Open rolls a

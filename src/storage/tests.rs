@@ -131,3 +131,29 @@ fn a_crash_at_any_merge_step_loses_and_revives_nothing() {
         );
     }
 }
+
+/// A full merge retires, unread, the inputs no key points into, and still keeps every live
+/// record of the others.
+#[test]
+fn a_full_merge_skips_only_segments_nothing_points_into() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(tmp.path(), options()).expect("open");
+    // 300-byte segments: each of these records fills one.
+    let big = |c: u8| vec![c; 250];
+    storage.put(b"a", &big(b'1')).expect("put");
+    storage.put(b"b", &big(b'2')).expect("put");
+    storage.put(b"a", &big(b'3')).expect("put");
+    storage.inner().seal_active().expect("seal");
+    let sealed = storage.inner().sealed_ids();
+    assert_eq!(sealed.len(), 3, "{sealed:?}");
+    // Only the first holds nothing live (the old "a").
+    assert_eq!(storage.inner().unreferenced(&sealed), [sealed[0]]);
+    let report = storage.merge_segments(&sealed).expect("merge");
+    assert_eq!(report.records_kept, 2);
+    assert_eq!(storage.get(b"a").expect("get"), Some(big(b'3')));
+    assert_eq!(storage.get(b"b").expect("get"), Some(big(b'2')));
+    drop(storage);
+    let reopened = Storage::open(tmp.path(), options()).expect("reopen");
+    assert_eq!(reopened.get(b"a").expect("get"), Some(big(b'3')));
+    assert_eq!(reopened.get(b"b").expect("get"), Some(big(b'2')));
+}
