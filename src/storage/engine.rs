@@ -146,7 +146,8 @@ const PREALLOCATE_BYTES: u64 = 1 << 20;
 pub(super) struct Writer {
     pub segment: Arc<Segment>,
     pub offset: u64,
-    /// The file's length: `offset`, or beyond it where zeros were written ahead.
+    /// Where the zeros written ahead end (`sync = always`); at or below `offset` when there
+    /// are none.
     zeroed: u64,
     pub next_seq: u64,
     buf: Vec<u8>,
