@@ -180,8 +180,7 @@ impl Writer {
         while at < end {
             let n = (end - at).min(ZEROS.len() as u64) as usize;
             if self.segment.file.write_all_at(&ZEROS[..n], at).is_err() {
-                self.zeroed = self.offset;
-                return self.segment.file.set_len(self.offset);
+                return self.cut_at_offset();
             }
             at += n as u64;
         }
@@ -193,10 +192,15 @@ impl Writer {
     /// last record.
     fn cut_zeros(&mut self) -> std::io::Result<()> {
         if self.zeroed > self.offset {
-            self.segment.file.set_len(self.offset)?;
-            self.zeroed = self.offset;
+            return self.cut_at_offset();
         }
         Ok(())
+    }
+
+    /// Cuts the file after the last whole record: zeros written ahead, a partial append.
+    fn cut_at_offset(&mut self) -> std::io::Result<()> {
+        self.zeroed = self.offset;
+        self.segment.file.set_len(self.offset)
     }
 }
 
@@ -585,8 +589,7 @@ impl Inner {
         w.buf = buf;
         if let Err(e) = written {
             // Cut any partial append so the next record does not follow garbage.
-            w.zeroed = w.offset;
-            if w.segment.file.set_len(w.offset).is_err() {
+            if w.cut_at_offset().is_err() {
                 self.durability.fail();
             }
             return Err(e.into());
