@@ -6,12 +6,12 @@
 #   2. the durable fan-out ceiling (`bench ceiling --fsync-dir`);
 #   3. a 3-node quorumkv, `dev --sync interval`;
 #   4. the plain fan-out ceiling (`bench ceiling`).
-# For each: ops/s, p99, and per operation the machine's CPU time (from /proc/stat: user,
-# system, interrupts and steal, the load generator included), context switches, and system
-# calls (with `perf`, when installed). Then the arithmetic behind the durable ratio: the CPU
-# per operation quorumkv would need for 0.9x of the durable ceiling, against what the store's
-# own work (quorumkv minus the ceiling with the same sync) and the fsyncs (durable minus
-# plain) cost each side.
+# For each: ops/s, p99, how busy the CPUs were, and per operation the machine's CPU time
+# (from /proc/stat: user, system, interrupts and steal, the load generator included), context
+# switches and system calls (with `perf`, when installed). Then the arithmetic behind the
+# durable ratio: the CPU per operation quorumkv would need for 0.9x of the durable ceiling,
+# against what the store's own work (quorumkv minus the ceiling with the same sync) and the
+# fsyncs (durable minus plain) cost each side.
 # PROFILE=release skips the slow fat-LTO build of the default `dist` profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,10 +34,10 @@ up() { until curl -s -o /dev/null "$@"; do sleep 0.1; done; }
 # Machine-wide busy and idle jiffies, and context switches so far.
 counters() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6} /^ctxt/{print $2}' /proc/stat | xargs; }
 # Measures the mix against $2 (comma-separated nodes); $1 names the run.
-# Prints "name ops/s p99_ms cpu_us/op ctxsw/op syscalls/op".
+# Prints "name ops/s p99_ms busy_% cpu_us/op ctxsw/op syscalls/op".
 measure() {
   local name=$1 nodes=$2
-  "$bin" bench --duration 3s --nodes "$nodes" --out "$out/$name-warmup" >/dev/null
+  "$bin" bench --duration 3s --nodes "$nodes" --out "$out/$name-warmup" >/dev/null 2>&1
   local before after
   before=$(counters)
   local load=("$bin" bench --duration "${duration}s" --nodes "$nodes" --out "$out/$name")
@@ -64,7 +64,8 @@ try:
 except (OSError, ValueError):
     pass
 cpu_us = (b1 - b0) / hz * 1e6 / ops
-print(f'{name} {s["ops_per_s"]:.0f} {s["latency"]["all"]["p99_ms"]:.1f} {cpu_us:.1f} '
+busy = 100 * (b1 - b0) / (b1 - b0 + i1 - i0)
+print(f'{name} {s["ops_per_s"]:.0f} {s["latency"]["all"]["p99_ms"]:.1f} {busy:.0f} {cpu_us:.1f} '
       f'{(c1 - c0) / ops:.2f} {syscalls}')
 PY
 }
@@ -91,12 +92,13 @@ python3 - "$results" <<'PY' | tee -a "$results"
 import sys
 rows = {}
 for line in open(sys.argv[1]):
-    name, ops, p99, cpu, ctxsw, syscalls = line.split()
+    name, ops, p99, busy, cpu, ctxsw, syscalls = line.split()
     rows[name] = (float(ops), float(cpu))
-print(f'{"run":<20} {"ops/s":>7} {"p99 ms":>7} {"CPU us/op":>10} {"ctxsw/op":>9} {"syscalls/op":>12}')
+print(f'{"run":<20} {"ops/s":>7} {"p99 ms":>7} {"busy %":>7} {"CPU us/op":>10} {"ctxsw/op":>9} '
+      f'{"syscalls/op":>12}')
 for line in open(sys.argv[1]):
-    name, ops, p99, cpu, ctxsw, syscalls = line.split()
-    print(f"{name:<20} {ops:>7} {p99:>7} {cpu:>10} {ctxsw:>9} {syscalls:>12}")
+    name, ops, p99, busy, cpu, ctxsw, syscalls = line.split()
+    print(f"{name:<20} {ops:>7} {p99:>7} {busy:>7} {cpu:>10} {ctxsw:>9} {syscalls:>12}")
 qa, ca = rows["quorumkv-always"], rows["ceiling-always"]
 qi, ci = rows["quorumkv-interval"], rows["ceiling-interval"]
 print(f"quorumkv/ceiling: durable {qa[0] / ca[0]:.2f}x, plain {qi[0] / ci[0]:.2f}x")
