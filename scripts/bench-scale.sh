@@ -13,7 +13,7 @@
 # catch-up against after it (DURATION must outlast the catch-up by 20 s or more).
 # REPAIR_RATE sets each node's `[anti_entropy] repair_bytes_per_sec` (default 512 KiB/s).
 # PROFILE=release skips the slow fat-LTO build of the default `dist` profile.
-set -euo pipefail
+set -eEuo pipefail
 cd "$(dirname "$0")/.."
 keys=${KEYS:-1000000}
 value=${VALUE:-256}
@@ -31,7 +31,21 @@ data=$(mktemp -d "${TMPDIR:-/var/tmp}/qkv-scale.XXXXXX")
 out="results/scale-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 dev=
-trap '[ -z "$dev" ] || kill -TERM "$dev" 2>/dev/null; wait 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$data"' EXIT
+# On a failure the data directory and the nodes' logs are kept, and the script says where
+# and at which line it stopped.
+failed_at=
+trap 'failed_at=${failed_at:-$LINENO}' ERR
+finish() {
+  local rc=$?
+  [ -z "$dev" ] || kill -TERM "$dev" 2>/dev/null
+  wait 2>/dev/null
+  if [ "$rc" -ne 0 ]; then
+    echo "bench-scale.sh failed (exit $rc, line ${failed_at:-?}); data and logs kept in $data" >&2
+  elif [ -z "${KEEP:-}" ]; then
+    rm -rf "$data"
+  fi
+}
+trap finish EXIT
 
 # Waits for a healthy node on port $1; gives up if process $2 is gone.
 healthy() {
@@ -48,7 +62,7 @@ start_dev() {
 }
 # dev returns before its nodes have let go of their data directories.
 stop_dev() {
-  kill -TERM "$dev"
+  kill -TERM "$dev" 2>/dev/null || { echo "quorumkv dev exited before it was stopped" >&2; exit 1; }
   wait "$dev" || true
   dev=
   while pgrep -f "serve --config $data" >/dev/null; do sleep 0.1; done
