@@ -22,15 +22,7 @@ bin="$PWD/target/$profile/quorumkv"
 data=$(mktemp -d "${TMPDIR:-/var/tmp}/qkv-cost.XXXXXX")
 out="results/cost-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
-pids=()
-trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$data"' EXIT
-stop_all() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-  while pgrep -f "serve --config $data|bench ceiling" >/dev/null; do sleep 0.1; done
-}
-up() { until curl -s -o /dev/null "$@"; do sleep 0.1; done; }
+. scripts/targets.sh
 # Machine-wide busy and idle jiffies, and context switches so far.
 counters() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6} /^ctxt/{print $2}' /proc/stat | xargs; }
 # Measures the mix against $2 (comma-separated nodes); $1 names the run.

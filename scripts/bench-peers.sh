@@ -22,17 +22,7 @@ fi
 data=$(mktemp -d "${TMPDIR:-/var/tmp}/qkv-peers.XXXXXX")
 out="results/peers-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
-pids=()
-trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$data"' EXIT
-stop_all() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-  # Nodes and a ceiling's replica processes are children: wait until they are gone too, or
-  # the next target's run would be answered by them.
-  while pgrep -f "serve --config $data|bench ceiling" >/dev/null; do sleep 0.1; done
-}
-up() { until curl -s -o /dev/null "$@"; do sleep 0.1; done; }
+. scripts/targets.sh
 # Runs the mix; $1 names the run, the rest are extra bench flags. Prints "ops/s p99_ms".
 mix() {
   local name=$1
